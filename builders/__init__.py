@@ -1,0 +1,31 @@
+"""Builders, one module per source, listed in one explicit registry.
+
+Import as ``omnivmed.builders``; ``get_builder("vqa_rad")`` returns a builder.
+"""
+
+from __future__ import annotations
+
+from omnivmed.builders.base import Builder, LayoutError, Reject, SourceInfo
+
+
+def _registry() -> dict[str, type[Builder]]:
+    # Imported here so that importing one builder never pays for all of them.
+    from omnivmed.builders.pathvqa import PathVqaBuilder
+    from omnivmed.builders.slake import SlakeBuilder
+    from omnivmed.builders.vqa_rad import VqaRadBuilder
+
+    return {b.info.name: b for b in (VqaRadBuilder, SlakeBuilder, PathVqaBuilder)}
+
+
+def builder_names() -> list[str]:
+    return sorted(_registry())
+
+
+def get_builder(name: str) -> Builder:
+    registry = _registry()
+    if name not in registry:
+        raise KeyError(f"unknown source {name!r}; known: {', '.join(sorted(registry))}")
+    return registry[name]()
+
+
+__all__ = ["Builder", "LayoutError", "Reject", "SourceInfo", "builder_names", "get_builder"]

@@ -1,0 +1,94 @@
+"""What every builder is: source facts as constants, a layout check, a generator.
+
+A builder knows one source's raw layout and turns it into Samples. It never
+writes files: it yields :class:`~omnivmed.data.schema.Sample` objects, or a
+:class:`Reject` naming the file, the record and the reason when an input is
+bad; the build pipeline counts, deduplicates and hands samples to the one
+shard writer.
+
+Order matters for deduplication: the pipeline keeps the first copy of a
+duplicate, so builders yield held-out splits first (test, validation, train).
+A row of train that repeats a row of test is then the one dropped, and the
+test set stays intact.
+"""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Iterator, Union
+
+from omnivmed.data.schema import Sample
+
+HELD_OUT_FIRST: tuple[str, ...] = ("test", "validation", "train")
+
+
+class LayoutError(ValueError):
+    """The raw folder is absent or not the layout the builder reads.
+
+    The message is one line saying what was expected.
+    """
+
+
+@dataclass(frozen=True)
+class DownloadFile:
+    """One published file: where it lives and what it must hash to."""
+
+    url: str
+    filename: str
+    sha256: str | None = None
+    size: int | None = None
+    extract: bool = False  # unzip into the target folder after download
+
+
+@dataclass(frozen=True)
+class SourceInfo:
+    name: str
+    description: str
+    homepage: str
+    license: str
+    citation: str
+    # Direct files (resumable HTTP download with checksum).
+    downloads: tuple[DownloadFile, ...] = ()
+    # Hugging Face dataset repository mirroring the source, when there is one.
+    hf_repo: str | None = None
+    gated: bool = False
+
+
+@dataclass(frozen=True)
+class Reject:
+    """A bad input: which file, which record in it, and why."""
+
+    file: str
+    record: str
+    reason: str  # a short category, counted in the manifest
+    detail: str  # one human line
+
+    def to_dict(self) -> dict:
+        return {"file": self.file, "record": self.record, "reason": self.reason, "detail": self.detail}
+
+
+BuilderItem = Union[Sample, Reject]
+
+
+class Builder(ABC):
+    """Subclasses set ``info`` and implement the three methods."""
+
+    info: SourceInfo
+
+    @abstractmethod
+    def check_layout(self, raw: Path) -> None:
+        """Raise :class:`LayoutError` unless ``raw`` holds this source."""
+
+    @abstractmethod
+    def input_files(self, raw: Path) -> list[Path]:
+        """Annotation files whose checksums go into the manifest."""
+
+    @abstractmethod
+    def generate(self, raw: Path) -> Iterator[BuilderItem]:
+        """Yield Samples and Rejects in a deterministic order (held-out splits first)."""
+
+    def estimated_records(self, raw: Path) -> int | None:
+        """Total records for a progress bar, when cheap to know."""
+        return None

@@ -1,0 +1,157 @@
+"""Shared pieces of the 2D VQA builders (VQA-RAD, SLAKE, PathVQA).
+
+One place turns (image, question, answer) into a Sample, normalises the
+sources' answer_type quirks and reads Hugging Face parquet copies, so the
+builders only know their own layouts.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Iterator
+
+import pyarrow.parquet as pq
+
+from omnivmed.builders.base import Reject, SourceInfo
+from omnivmed.data.media import EncodedImage, MediaError, encode_image_bytes
+from omnivmed.data.schema import IMAGE_TOKEN, Provenance, Sample, SchemaError, Turn, VisualMeta, make_sample
+
+YES_NO = frozenset({"yes", "no"})
+
+
+class RecordError(ValueError):
+    """One annotation record that cannot become a Sample."""
+
+    def __init__(self, reason: str, detail: str):
+        super().__init__(detail)
+        self.reason = reason
+        self.detail = detail
+
+
+def normalise_answer_type(value) -> str:
+    """'OPEN', 'CLOSED', 'CLOSED ' (VQA-RAD has two) -> 'open' / 'closed'."""
+    text = str(value or "").strip().lower()
+    if text not in ("open", "closed"):
+        raise RecordError("bad_answer_type", f"answer_type {value!r} is neither OPEN nor CLOSED")
+    return text
+
+
+def closed_if_yes_no(answer: str) -> str:
+    """For sources without answer_type: closed means a yes/no answer (LLaVA-Med's rule)."""
+    return "closed" if answer.strip().lower() in YES_NO else "open"
+
+
+def text_field(record: dict, key: str, reason: str) -> str:
+    """A question or answer as text; numbers (VQA-RAD has int answers) become strings."""
+    value = record.get(key)
+    if isinstance(value, bool) or not isinstance(value, (str, int, float)):
+        if value is None or value == "":
+            raise RecordError(reason, f"{key} is missing or empty")
+        raise RecordError("malformed_record", f"{key} has type {type(value).__name__}")
+    text = str(value).strip()
+    if not text:
+        raise RecordError(reason, f"{key} is empty")
+    return text
+
+
+def vqa_sample(
+    info: SourceInfo,
+    *,
+    split: str,
+    modality: str,
+    image: EncodedImage,
+    raw_path: str,
+    question: str,
+    answer: str,
+    answer_type: str,
+    record_id: str,
+    fields: dict | None = None,
+) -> Sample:
+    return make_sample(
+        source=info.name,
+        split=split,
+        task="vqa",
+        modality=modality,
+        visual_kind="image",
+        frames=[image.data],
+        frame_format=image.format,
+        visual_meta=VisualMeta(original_shape=(image.height, image.width)),
+        conversations=[Turn("user", f"{IMAGE_TOKEN}\n{question}"), Turn("assistant", answer)],
+        answer_type=answer_type,
+        provenance=Provenance(
+            raw_paths=(raw_path,),
+            record_id=record_id,
+            license=info.license,
+            source_url=info.homepage,
+            fields=tuple(sorted((k, _as_text(v)) for k, v in (fields or {}).items())),
+        ),
+    )
+
+
+def _as_text(value) -> str:
+    return value if isinstance(value, str) else json.dumps(value, ensure_ascii=False, sort_keys=True)
+
+
+def reject_from(error: Exception, file: str, record: str) -> Reject:
+    """Turn a record-level failure into a Reject (the pipeline goes on)."""
+    if isinstance(error, (RecordError, MediaError)):
+        return Reject(file, record, error.reason, error.detail)
+    if isinstance(error, SchemaError):
+        return Reject(file, record, "schema", str(error))
+    raise error
+
+
+def load_json_list(path: Path, raw: Path) -> tuple[list | None, Reject | None]:
+    """Read a JSON array; a malformed file becomes one Reject instead of a crash."""
+    rel = path.relative_to(raw).as_posix()
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except json.JSONDecodeError as err:
+        return None, Reject(rel, "-", "malformed_json", f"{rel}: not valid JSON ({err})")
+    except (OSError, UnicodeDecodeError) as err:
+        return None, Reject(rel, "-", "malformed_json", f"{rel}: cannot read ({err})")
+    if not isinstance(data, list):
+        return None, Reject(rel, "-", "malformed_json", f"{rel}: expected a JSON array, found {type(data).__name__}")
+    return data, None
+
+
+def iter_parquet_vqa(path: Path, raw: Path) -> Iterator[tuple[int, dict | None, EncodedImage | Reject]]:
+    """Rows of a Hugging Face VQA parquet (image{bytes,path}, question, answer).
+
+    Yields (row index, record, image or Reject). Read one row group at a time so
+    a multi-GB parquet never sits in memory whole.
+    """
+    rel = path.relative_to(raw).as_posix()
+    try:
+        parquet = pq.ParquetFile(path)
+    except Exception as err:  # pyarrow raises several types for a broken file
+        yield -1, None, Reject(rel, "-", "malformed_parquet", f"{rel}: cannot read parquet ({err})")
+        return
+    missing = {"image", "question", "answer"} - set(parquet.schema_arrow.names)
+    if missing:
+        yield -1, None, Reject(rel, "-", "malformed_parquet", f"{rel}: missing columns {sorted(missing)}")
+        return
+    index = 0
+    for group in range(parquet.num_row_groups):
+        for row in parquet.read_row_group(group, columns=["image", "question", "answer"]).to_pylist():
+            image = row.get("image") or {}
+            try:
+                encoded = encode_image_bytes(image.get("bytes") or b"", f"{rel}[{index}]")
+            except MediaError as err:
+                encoded = Reject(rel, str(index), err.reason, err.detail)
+            yield index, row, encoded
+            index += 1
+
+
+def parquet_split(path: Path) -> str | None:
+    """HF parquet files are named <split>-NNNNN-of-NNNNN[-hash].parquet."""
+    name = path.name.split("-")[0].lower()
+    return {"train": "train", "validation": "validation", "val": "validation", "test": "test"}.get(name)
+
+
+def parquet_files(raw: Path) -> list[Path]:
+    """Parquet files of an HF dataset copy, held-out splits first, then by name."""
+    order = {"test": 0, "validation": 1, "train": 2}
+    files = [p for p in raw.rglob("*.parquet") if parquet_split(p) is not None]
+    return sorted(files, key=lambda p: (order[parquet_split(p)], p.relative_to(raw).as_posix()))

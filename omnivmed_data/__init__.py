@@ -1,0 +1,1 @@
+"""omnivmed_data"""

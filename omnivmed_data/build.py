@@ -1,0 +1,130 @@
+"""The build stage: one builder's raw folder into shards, a manifest and a rejects report.
+
+This is the only place that turns builder output into files: it deduplicates
+(first copy wins; builders yield held-out splits first), counts along every
+manifest axis, routes rejects to ``rejects.jsonl`` and hands samples to the
+one shard writer. A finished build whose inputs and shards are unchanged is
+not redone.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+from collections import Counter
+from dataclasses import dataclass
+from pathlib import Path
+
+from tqdm import tqdm
+
+from omnivmed.builders.base import Builder, Reject
+from omnivmed.data.fileio import atomic_write_bytes, sha256_file
+from omnivmed.data.manifest import COUNT_AXES, InputFile, Manifest, ManifestError, SourceCard, verify_manifest
+from omnivmed.data.schema import Sample
+from omnivmed.data.shards import DEFAULT_MAX_SHARD_BYTES, ShardWriter
+
+MANIFEST_NAME = "manifest.json"
+REJECTS_NAME = "rejects.jsonl"
+
+
+@dataclass(frozen=True)
+class BuildResult:
+    manifest_path: Path
+    manifest: Manifest
+    reused: bool  # True when an up-to-date build was found and nothing was redone
+
+
+def input_checksums(builder: Builder, raw: Path) -> list[InputFile]:
+    files = sorted(builder.input_files(raw), key=lambda p: p.relative_to(raw).as_posix())
+    return [InputFile(p.relative_to(raw).as_posix(), p.stat().st_size, sha256_file(p)) for p in files]
+
+
+def _up_to_date(manifest_path: Path, inputs: list[InputFile]) -> Manifest | None:
+    if not manifest_path.is_file():
+        return None
+    try:
+        previous = Manifest.load(manifest_path)
+    except ManifestError:
+        return None
+    if previous.inputs != inputs or verify_manifest(manifest_path, previous):
+        return None
+    return previous
+
+
+def build_source(
+    builder: Builder,
+    raw: Path,
+    out: Path,
+    *,
+    max_shard_bytes: int = DEFAULT_MAX_SHARD_BYTES,
+    force: bool = False,
+    progress: bool = True,
+) -> BuildResult:
+    """Build ``raw`` with ``builder`` into ``out``. Raises LayoutError before any work."""
+    raw, out = Path(raw), Path(out)
+    builder.check_layout(raw)
+    inputs = input_checksums(builder, raw)
+    manifest_path = out / MANIFEST_NAME
+    if not force and (previous := _up_to_date(manifest_path, inputs)) is not None:
+        return BuildResult(manifest_path, previous, reused=True)
+
+    _clear_previous_outputs(out)
+    counts = {axis: Counter() for axis in COUNT_AXES}
+    seen: set[str] = set()
+    duplicates = 0
+    rejects: list[Reject] = []
+    bar = tqdm(
+        total=builder.estimated_records(raw),
+        desc=f"build {builder.info.name}",
+        unit="rec",
+        disable=not progress,
+    )
+    with ShardWriter(out, max_shard_bytes=max_shard_bytes) as writer:
+        for item in builder.generate(raw):
+            bar.update(1)
+            if isinstance(item, Reject):
+                rejects.append(item)
+                continue
+            if item.id in seen:
+                duplicates += 1
+                continue
+            seen.add(item.id)
+            _count(counts, item)
+            writer.write(item)
+        shards = writer.close()
+    bar.close()
+
+    info = builder.info
+    manifest = Manifest(
+        name=info.name,
+        shards=shards,
+        counts={axis: dict(sorted(c.items())) for axis, c in counts.items()},
+        sources=[SourceCard(info.name, info.homepage, info.license, info.citation)],
+        inputs=inputs,
+        duplicates_removed=duplicates,
+        rejects=dict(sorted(Counter(r.reason for r in rejects).items())),
+        rejects_report=REJECTS_NAME,
+    )
+    _write_rejects(out / REJECTS_NAME, rejects)
+    manifest.save(manifest_path)
+    return BuildResult(manifest_path, manifest, reused=False)
+
+
+def _count(counts: dict[str, Counter], sample: Sample) -> None:
+    for axis in COUNT_AXES:
+        counts[axis][getattr(sample, axis)] += 1
+
+
+def _write_rejects(path: Path, rejects: list[Reject]) -> None:
+    lines = "".join(json.dumps(r.to_dict(), ensure_ascii=False, sort_keys=True) + "\n" for r in rejects)
+    atomic_write_bytes(path, lines.encode())
+
+
+def _clear_previous_outputs(out: Path) -> None:
+    """Remove an earlier build's shards and leftovers of a crashed one (only our own files)."""
+    if not out.exists():
+        return
+    (out / MANIFEST_NAME).unlink(missing_ok=True)
+    for split_dir in out.iterdir():
+        if split_dir.is_dir() and any(split_dir.glob("*.arrow")) | any(split_dir.glob(".*.arrow.tmp")):
+            shutil.rmtree(split_dir)

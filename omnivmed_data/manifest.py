@@ -1,0 +1,163 @@
+"""The manifest: a typed description of a set of shards, and its verification.
+
+A manifest is the contract between the builders and the trainer: every shard
+with its rows, bytes and sha256, the schema fingerprint, counts along every
+axis the trainer mixes by, the inputs' checksums, and what was rejected.
+It holds no clock time, so two builds of the same input write the same bytes.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import asdict, dataclass, field, fields
+from pathlib import Path
+
+import pyarrow as pa
+
+from omnivmed import __version__
+from omnivmed.data.fileio import atomic_write_bytes, sha256_file
+from omnivmed.data.schema import SCHEMA_FINGERPRINT, SCHEMA_VERSION, schema_fingerprint_of
+
+MANIFEST_FORMAT = 1
+COUNT_AXES: tuple[str, ...] = ("source", "split", "task", "modality", "visual_kind")
+
+
+class ManifestError(ValueError):
+    """A manifest file that cannot be read as a manifest."""
+
+
+@dataclass(frozen=True)
+class ShardInfo:
+    path: str  # relative to the manifest's folder, POSIX separators
+    split: str
+    rows: int
+    bytes: int
+    sha256: str
+
+
+@dataclass(frozen=True)
+class InputFile:
+    path: str  # relative to the raw source folder
+    bytes: int
+    sha256: str
+
+
+@dataclass(frozen=True)
+class SourceCard:
+    name: str
+    homepage: str
+    license: str
+    citation: str
+
+
+@dataclass
+class Manifest:
+    name: str
+    schema_version: str = SCHEMA_VERSION
+    schema_fingerprint: str = SCHEMA_FINGERPRINT
+    tool_version: str = __version__
+    shards: list[ShardInfo] = field(default_factory=list)
+    counts: dict[str, dict[str, int]] = field(default_factory=dict)
+    sources: list[SourceCard] = field(default_factory=list)
+    inputs: list[InputFile] = field(default_factory=list)
+    duplicates_removed: int = 0
+    rejects: dict[str, int] = field(default_factory=dict)
+    rejects_report: str | None = None
+    recipe: str | None = None
+    recipe_sha256: str | None = None
+    seed: int | None = None
+    format: int = MANIFEST_FORMAT
+
+    @property
+    def rows(self) -> int:
+        return sum(s.rows for s in self.shards)
+
+    def to_json(self) -> str:
+        return json.dumps(asdict(self), indent=2, sort_keys=True, ensure_ascii=False) + "\n"
+
+    def save(self, path: Path) -> None:
+        atomic_write_bytes(Path(path), self.to_json().encode())
+
+    @classmethod
+    def from_dict(cls, data: dict, origin: str = "<manifest>") -> "Manifest":
+        known = {f.name for f in fields(cls)}
+        unknown = set(data) - known
+        if unknown:
+            raise ManifestError(f"{origin}: unknown manifest keys {sorted(unknown)}")
+        if data.get("format") != MANIFEST_FORMAT:
+            raise ManifestError(f"{origin}: manifest format {data.get('format')!r}, expected {MANIFEST_FORMAT}")
+        try:
+            return cls(
+                **{
+                    **data,
+                    "shards": [ShardInfo(**s) for s in data.get("shards", [])],
+                    "sources": [SourceCard(**s) for s in data.get("sources", [])],
+                    "inputs": [InputFile(**i) for i in data.get("inputs", [])],
+                }
+            )
+        except TypeError as err:
+            raise ManifestError(f"{origin}: {err}") from None
+
+    @classmethod
+    def load(cls, path: Path) -> "Manifest":
+        path = Path(path)
+        try:
+            data = json.loads(path.read_text(encoding="utf-8"))
+        except FileNotFoundError:
+            raise ManifestError(f"{path}: no such manifest") from None
+        except json.JSONDecodeError as err:
+            raise ManifestError(f"{path}: not valid JSON ({err})") from None
+        return cls.from_dict(data, origin=str(path))
+
+
+def shard_path(manifest_path: Path, shard: ShardInfo) -> Path:
+    return Path(manifest_path).parent / shard.path
+
+
+def verify_manifest(manifest_path: Path, manifest: Manifest | None = None) -> list[str]:
+    """Check every shard against the manifest; return one line per problem.
+
+    Checks, per shard: present, byte size, sha256, row count, and the schema
+    fingerprint stored in the file; and that the manifest's own fingerprint is
+    the one this version of the tool writes.
+    """
+    manifest_path = Path(manifest_path)
+    manifest = manifest or Manifest.load(manifest_path)
+    problems: list[str] = []
+    if manifest.schema_fingerprint != SCHEMA_FINGERPRINT:
+        problems.append(
+            f"{manifest_path}: schema fingerprint {manifest.schema_fingerprint[:12]} "
+            f"(schema {manifest.schema_version}) does not match this tool's {SCHEMA_FINGERPRINT[:12]} "
+            f"(schema {SCHEMA_VERSION})"
+        )
+    for shard in manifest.shards:
+        path = shard_path(manifest_path, shard)
+        if not path.is_file():
+            problems.append(f"{shard.path}: missing")
+            continue
+        size = path.stat().st_size
+        if size != shard.bytes:
+            problems.append(f"{shard.path}: {size} bytes, manifest says {shard.bytes}")
+            continue
+        digest = sha256_file(path)
+        if digest != shard.sha256:
+            problems.append(f"{shard.path}: sha256 {digest[:12]}..., manifest says {shard.sha256[:12]}...")
+            continue
+        problems.extend(_check_shard_contents(path, shard, manifest.schema_fingerprint))
+    return problems
+
+
+def _check_shard_contents(path: Path, shard: ShardInfo, expected_fingerprint: str) -> list[str]:
+    try:
+        with pa.memory_map(str(path)) as source:
+            reader = pa.ipc.open_stream(source)
+            found = schema_fingerprint_of(reader.schema)
+            rows = sum(batch.num_rows for batch in reader)
+    except (pa.ArrowInvalid, OSError) as err:
+        return [f"{shard.path}: not a readable Arrow IPC stream ({err})"]
+    problems = []
+    if found != expected_fingerprint:
+        problems.append(f"{shard.path}: schema fingerprint {found[:12]} does not match manifest {expected_fingerprint[:12]}")
+    if rows != shard.rows:
+        problems.append(f"{shard.path}: {rows} rows, manifest says {shard.rows}")
+    return problems

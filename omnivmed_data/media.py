@@ -1,0 +1,112 @@
+"""Reading and checking 2D images for Samples.
+
+Images are stored as the source's own encoded bytes when they are JPEG or PNG
+(no re-encoding: nothing is lost and ids stay tied to the source file); other
+formats are converted losslessly to PNG. Every image is fully decoded once to
+prove it is readable, truncated JPEGs included.
+"""
+
+from __future__ import annotations
+
+import io
+from collections import OrderedDict
+from dataclasses import dataclass
+from pathlib import Path
+
+from PIL import Image, UnidentifiedImageError
+
+from omnivmed.data.fileio import is_within
+
+
+class MediaError(ValueError):
+    """An image that cannot be used; ``reason`` is a short category."""
+
+    def __init__(self, reason: str, detail: str):
+        super().__init__(detail)
+        self.reason = reason
+        self.detail = detail
+
+
+@dataclass(frozen=True)
+class EncodedImage:
+    data: bytes
+    format: str  # "jpeg" or "png"
+    height: int
+    width: int
+
+
+def sniff_format(data: bytes) -> str | None:
+    if data[:3] == b"\xff\xd8\xff":
+        return "jpeg"
+    if data[:8] == b"\x89PNG\r\n\x1a\n":
+        return "png"
+    return None
+
+
+def encode_image_bytes(data: bytes, name: str) -> EncodedImage:
+    """Check that ``data`` decodes completely; keep JPEG/PNG bytes as they are."""
+    if not data:
+        raise MediaError("unreadable_image", f"{name}: empty file")
+    try:
+        with Image.open(io.BytesIO(data)) as img:
+            img.load()  # full decode: raises on truncated data
+            height, width = img.height, img.width
+            fmt = sniff_format(data)
+            if fmt is None:
+                buf = io.BytesIO()
+                img.save(buf, format="PNG")
+                data, fmt = buf.getvalue(), "png"
+    except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as err:
+        raise MediaError("unreadable_image", f"{name}: cannot decode image ({err})") from None
+    return EncodedImage(data=data, format=fmt, height=height, width=width)
+
+
+def resolve_inside(raw: Path, relative: str) -> Path:
+    """Join a path from an annotation file to the raw folder, refusing escapes."""
+    if not relative or not relative.strip():
+        raise MediaError("missing_image", "empty image path")
+    candidate = raw / relative
+    if Path(relative).is_absolute() or not is_within(raw, candidate):
+        raise MediaError("path_escapes_raw", f"{relative}: image path leaves the raw folder {raw}")
+    return candidate
+
+
+def read_image(raw: Path, relative: str) -> EncodedImage:
+    """Read and check the image at ``relative`` inside ``raw``."""
+    path = resolve_inside(raw, relative)
+    try:
+        data = path.read_bytes()
+    except FileNotFoundError:
+        raise MediaError("missing_image", f"{relative}: no such image") from None
+    except (IsADirectoryError, PermissionError, OSError) as err:
+        raise MediaError("unreadable_image", f"{relative}: cannot read ({err.strerror or err})") from None
+    return encode_image_bytes(data, relative)
+
+
+class ImageCache:
+    """Reads each image once per build: VQA sources ask many questions per image.
+
+    Bounded (least recently used out), so a source with a million images does
+    not keep them all in memory.
+    """
+
+    def __init__(self, raw: Path, max_items: int = 1024):
+        self.raw = raw
+        self.max_items = max_items
+        self._cache: OrderedDict[str, EncodedImage | MediaError] = OrderedDict()
+
+    def get(self, relative: str) -> EncodedImage:
+        hit = self._cache.get(relative)
+        if hit is None:
+            try:
+                hit = read_image(self.raw, relative)
+            except MediaError as err:
+                hit = err
+            self._cache[relative] = hit
+            if len(self._cache) > self.max_items:
+                self._cache.popitem(last=False)
+        else:
+            self._cache.move_to_end(relative)
+        if isinstance(hit, MediaError):
+            raise hit
+        return hit
