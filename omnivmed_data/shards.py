@@ -15,6 +15,8 @@ from __future__ import annotations
 
 import hashlib
 import os
+import queue
+import threading
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Iterator
@@ -35,19 +37,66 @@ class ShardSchemaError(ValueError):
 
 
 class _HashingFile:
-    """File sink that hashes bytes as they are written, so no second read is needed."""
+    """File sink that hashes bytes as they are written, so no second read is needed.
+
+    The file write stays inline (errors surface where they happen); sha256 runs
+    on a helper thread, fed in write order, so hashing overlaps with building
+    and writing the next batches (hashlib releases the GIL on large buffers).
+    Small writes (IPC metadata, padding) are coalesced before they are queued.
+    The queue holds references to the written objects (immutable ``bytes`` or
+    Arrow buffers), so the data stays alive until it is hashed; the queue is
+    bounded, so at most a few batches' worth are in flight.
+    """
+
+    _COALESCE = 64 << 10  # writes below this size are gathered into one chunk
+    _QUEUE_ITEMS = 16
 
     def __init__(self, path: Path):
         self._file = open(path, "wb")
         self._hash = hashlib.sha256()
         self.size = 0
         self.closed = False
+        self._small = bytearray()
+        self._queue: queue.Queue = queue.Queue(maxsize=self._QUEUE_ITEMS)
+        self._error: BaseException | None = None
+        self._cancelled = False
+        self._thread = threading.Thread(target=self._hash_loop, name="shard-sha256", daemon=True)
+        self._thread.start()
+
+    def _hash_loop(self) -> None:
+        while True:
+            item = self._queue.get()
+            if item is None:
+                return
+            if self._cancelled or self._error is not None:
+                continue
+            try:
+                self._hash.update(item)
+            except BaseException as err:  # noqa: BLE001 - re-raised in the writing thread
+                self._error = err
+
+    def _push_small(self) -> None:
+        if self._small:
+            self._queue.put(bytes(self._small))
+            self._small.clear()
 
     def write(self, data) -> int:
+        if self._error is not None:
+            raise self._error
         view = memoryview(data)
-        self._hash.update(view)
-        self.size += view.nbytes
-        return self._file.write(view)
+        n = view.nbytes
+        written = self._file.write(view)
+        self.size += n
+        if n < self._COALESCE:
+            self._small += view
+            if len(self._small) >= self._COALESCE:
+                self._push_small()
+        else:
+            self._push_small()
+            # Keep the object itself: bytes are immutable and an Arrow buffer
+            # owns (or shares ownership of) its memory.
+            self._queue.put(data)
+        return written
 
     def flush(self) -> None:
         self._file.flush()
@@ -56,14 +105,27 @@ class _HashingFile:
         # pyarrow's writer may close us; the real close (with fsync) is finish().
         pass
 
+    def _stop_hashing(self) -> None:
+        if self._thread.is_alive():
+            self._queue.put(None)
+            self._thread.join()
+
     def finish(self) -> str:
+        self._push_small()
+        # fsync waits on the disk while the helper finishes hashing.
         self._file.flush()
         os.fsync(self._file.fileno())
         self._file.close()
+        self._stop_hashing()
+        if self._error is not None:
+            raise self._error
         self.closed = True
         return self._hash.hexdigest()
 
     def abort(self) -> None:
+        self._cancelled = True
+        self._small.clear()
+        self._stop_hashing()
         if not self._file.closed:
             self._file.close()
 

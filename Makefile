@@ -1,0 +1,39 @@
+# Two commands set up everything on a fresh clone:
+#   make instruct-dataset   build the embedded default into verified shards
+#   make test               run the whole test suite
+# Both create and fill .venv when it is missing.
+
+PYTHON ?= python3
+VENV ?= .venv
+# CPU wheel by default. GPU users: make TORCH_SPEC="torch==2.5.1" (or any build
+# for your CUDA) -- torch is installed first so the project's ">=" range is met.
+TORCH_SPEC ?= torch==2.13.0
+OUT ?= out/omnivmed-embedded
+
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.omnivmed-installed
+
+.PHONY: install instruct-dataset test bench clean
+
+install: $(STAMP)
+
+$(STAMP): pyproject.toml
+	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --upgrade pip
+	$(BIN)/python -m pip install --quiet "$(TORCH_SPEC)"
+	$(BIN)/python -m pip install --quiet -e ".[all]"
+	touch $@
+
+instruct-dataset: $(STAMP)
+	$(BIN)/omnivmed-data build-embedded --out $(OUT)
+	$(BIN)/omnivmed-data verify $(OUT)/manifest.json
+	$(BIN)/omnivmed-data stats $(OUT)/manifest.json --by source,split,modality
+
+test: $(STAMP)
+	HF_HUB_OFFLINE=1 HF_DATASETS_OFFLINE=1 $(BIN)/python -m pytest
+
+bench: $(STAMP)
+	$(BIN)/python benchmarks/bench_shards.py
+
+clean:
+	rm -rf out build *.egg-info

@@ -1,0 +1,336 @@
+"""Shard write/read throughput: omnivmed's ShardWriter/open_shard against raw pyarrow IPC.
+
+Both contenders start from the same Python rows (``Sample.to_row()``, built
+outside the timed region) and produce the same record batches:
+
+* write, omnivmed: ``ShardWriter(tmp)``, ``write_row`` per row, ``close()``
+  (temporary name, sha256 of every byte, fsync, rename, fsync of the folder).
+* write, raw: rows grouped per split and cut into batches by the same rule
+  (``DEFAULT_BATCH_ROWS`` rows or ``DEFAULT_BATCH_BYTES`` frame bytes),
+  ``pa.RecordBatch.from_pylist`` into ``pa.ipc.new_stream(pa.OSFile(...))``,
+  then an fsync of the file. Same durable work, minus our hashing/bookkeeping.
+* read, omnivmed: ``open_shard`` per shard, then touch every frame.
+* read, raw: ``pa.ipc.open_stream(pa.memory_map(path)).read_all()``, same touch.
+
+"Touch" is the same for both: the sum of the byte lengths of the flattened
+``frames`` values (pyarrow compute) plus one byte read from every 4 KiB page
+of the frame bytes, so the memory-mapped data is really faulted in.
+
+Each repetition runs both contenders, alternating which goes first; the
+reported figure is the median. The page cache cannot be dropped here, so reads
+are warm-cache reads. Usage::
+
+    python benchmarks/bench_shards.py [--rows N] [--repeat R]
+"""
+
+from __future__ import annotations
+
+import argparse
+import hashlib
+import json
+import os
+import platform
+import shutil
+import statistics
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.compute as pc
+
+from omnivmed.data.schema import IMAGE_TOKEN, SCHEMA, Provenance, Turn, VisualMeta, make_sample
+from omnivmed.data.shards import DEFAULT_BATCH_BYTES, DEFAULT_BATCH_ROWS, ShardWriter, open_shard
+
+ROOT = Path(__file__).resolve().parents[1]
+VQA_RAD_IMAGES = ROOT / "data" / "vqa_rad" / "VQA_RAD Image Folder"
+RESULTS = ROOT / "benchmarks" / "results" / "shards.json"
+GOAL = 0.9
+PAGE = 4096
+
+
+# --------------------------------------------------------------------------- workload
+
+
+def load_frames(limit: int) -> tuple[list[tuple[str, bytes, int, int]], str]:
+    """(name, jpeg bytes, height, width) of real VQA-RAD images, or synthetic JPEGs."""
+    import cv2
+
+    frames = []
+    if VQA_RAD_IMAGES.is_dir():
+        for path in sorted(VQA_RAD_IMAGES.iterdir()):
+            if path.suffix.lower() not in (".jpg", ".jpeg"):
+                continue
+            data = path.read_bytes()
+            img = cv2.imdecode(np.frombuffer(data, np.uint8), cv2.IMREAD_UNCHANGED)
+            if img is None:
+                continue
+            frames.append((path.name, data, int(img.shape[0]), int(img.shape[1])))
+            if len(frames) >= limit:
+                break
+    if frames:
+        return frames, f"VQA-RAD images ({len(frames)} files)"
+    rng = np.random.default_rng(0)
+    yy, xx = np.mgrid[0:512, 0:512]
+    for i in range(8):
+        gradient = (xx * (i + 1) + yy * (8 - i)) % 256
+        img = np.clip(gradient + rng.normal(0, 24, size=(512, 512)), 0, 255).astype(np.uint8)
+        ok, buf = cv2.imencode(".jpg", img, [cv2.IMWRITE_JPEG_QUALITY, 90])
+        assert ok
+        frames.append((f"synthetic_{i}.jpg", buf.tobytes(), 512, 512))
+    return frames, f"synthetic 512x512 noise+gradient JPEGs ({len(frames)} images)"
+
+
+def build_rows(n: int, frames) -> list[dict]:
+    """N VQA-style rows like the VQA-RAD builder's: held-out split (20%) first, then train."""
+    n_test = n // 5
+    rows = []
+    for i in range(n):
+        name, data, h, w = frames[i % len(frames)]
+        sample = make_sample(
+            source="vqa_rad",
+            split="test" if i < n_test else "train",
+            task="vqa",
+            modality="ct",
+            visual_kind="image",
+            frames=[data],
+            frame_format="jpeg",
+            visual_meta=VisualMeta(original_shape=(h, w)),
+            conversations=[
+                Turn("user", f"{IMAGE_TOKEN}\nIs there evidence of an abnormality in region {i}?"),
+                Turn("assistant", "yes" if i % 2 else "no"),
+            ],
+            answer_type="closed",
+            provenance=Provenance(
+                raw_paths=(f"VQA_RAD Image Folder/{name}",),
+                record_id=str(i),
+                license="CC0-1.0",
+                source_url="https://osf.io/89kps/",
+                fields=(("phrase_type", "freeform"), ("question_type", "PRES")),
+            ),
+        )
+        rows.append(sample.to_row())
+    return rows
+
+
+# --------------------------------------------------------------------------- contenders
+
+
+def write_ours(rows: list[dict], out: Path) -> list[Path]:
+    writer = ShardWriter(out)
+    for row in rows:
+        writer.write_row(row)
+    infos = writer.close()
+    return [out / info.path for info in infos]
+
+
+def write_raw(rows: list[dict], out: Path) -> list[Path]:
+    by_split: dict[str, list[dict]] = {}
+    for row in rows:
+        by_split.setdefault(row["split"], []).append(row)
+    paths = []
+    for split in sorted(by_split):
+        path = out / f"{split}.arrow"
+        sink = pa.OSFile(str(path), "wb")
+        writer = pa.ipc.new_stream(sink, SCHEMA)
+        pending: list[dict] = []
+        pending_bytes = 0
+        for row in by_split[split]:
+            pending.append(row)
+            pending_bytes += sum(len(f) for f in row["frames"])
+            if len(pending) >= DEFAULT_BATCH_ROWS or pending_bytes >= DEFAULT_BATCH_BYTES:
+                writer.write_batch(pa.RecordBatch.from_pylist(pending, schema=SCHEMA))
+                pending, pending_bytes = [], 0
+        if pending:
+            writer.write_batch(pa.RecordBatch.from_pylist(pending, schema=SCHEMA))
+        writer.close()
+        sink.flush()
+        os.fsync(sink.fileno())
+        sink.close()
+        paths.append(path)
+    return paths
+
+
+def touch(table: pa.Table) -> tuple[int, int]:
+    """Sum of frame byte lengths, and one byte of every page of frame bytes."""
+    total = 0
+    checksum = 0
+    for chunk in table.column("frames").chunks:
+        values = chunk.flatten()
+        total += pc.sum(pc.binary_length(values)).as_py() or 0
+        data = values.buffers()[2]
+        if data is not None and data.size:
+            checksum += int(np.frombuffer(data, dtype=np.uint8)[::PAGE].sum(dtype=np.uint64))
+    return total, checksum
+
+
+def read_ours(paths: list[Path]) -> tuple[int, int]:
+    total = checksum = 0
+    for path in paths:
+        t, c = touch(open_shard(path))
+        total += t
+        checksum += c
+    return total, checksum
+
+
+def read_raw(paths: list[Path]) -> tuple[int, int]:
+    total = checksum = 0
+    for path in paths:
+        table = pa.ipc.open_stream(pa.memory_map(str(path))).read_all()
+        t, c = touch(table)
+        total += t
+        checksum += c
+    return total, checksum
+
+
+# --------------------------------------------------------------------------- harness
+
+
+def sha256_of(path: Path) -> str:
+    return hashlib.sha256(path.read_bytes()).hexdigest()
+
+
+def verify(ours: list[Path], raw: list[Path]) -> dict:
+    """Same record batches (tables and batch layout); report whether bytes match too."""
+    if len(ours) != len(raw):
+        raise SystemExit(f"shard count differs: omnivmed {len(ours)}, raw {len(raw)}")
+    identical_bytes = True
+    for a, b in zip(ours, raw):
+        ta, tb = open_shard(a), pa.ipc.open_stream(pa.memory_map(str(b))).read_all()
+        if not ta.equals(tb, check_metadata=True):
+            raise SystemExit(f"tables differ: {a} vs {b}")
+        sizes_a = [len(x) for x in ta.to_batches()]
+        sizes_b = [len(x) for x in tb.to_batches()]
+        if sizes_a != sizes_b:
+            raise SystemExit(f"batch layout differs: {a} {sizes_a} vs {b} {sizes_b}")
+        identical_bytes &= sha256_of(a) == sha256_of(b)
+    return {"tables_equal": True, "batch_layout_equal": True, "bytes_identical": identical_bytes}
+
+
+def timed(fn, *args):
+    t0 = time.perf_counter()
+    result = fn(*args)
+    return time.perf_counter() - t0, result
+
+
+def main(argv=None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--rows", type=int, default=2000)
+    parser.add_argument("--repeat", type=int, default=5)
+    parser.add_argument("--images", type=int, default=300, help="distinct images to cycle through")
+    parser.add_argument(
+        "--tmpdir", type=Path, default=ROOT / "benchmarks" / "results", help="where shards are written (a real disk)"
+    )
+    parser.add_argument("--json", type=Path, default=RESULTS)
+    args = parser.parse_args(argv)
+
+    frames, frames_desc = load_frames(args.images)
+    t0 = time.perf_counter()
+    rows = build_rows(args.rows, frames)
+    print(f"workload: {args.rows} rows, {frames_desc}, built in {time.perf_counter() - t0:.1f}s", flush=True)
+
+    args.tmpdir.mkdir(parents=True, exist_ok=True)
+    work = Path(tempfile.mkdtemp(prefix="bench_shards.", dir=args.tmpdir))
+    try:
+        # Keep one output of each for the reads and the equality check.
+        keep_ours = write_ours(rows, work / "keep_ours")
+        (work / "keep_raw").mkdir()
+        keep_raw = write_raw(rows, work / "keep_raw")
+        checks = verify(keep_ours, keep_raw)
+        nbytes = sum(p.stat().st_size for p in keep_ours)
+        frame_bytes = sum(len(f) for r in rows for f in r["frames"])
+        expected_touch = read_ours(keep_ours)
+        if read_raw(keep_raw) != expected_touch or expected_touch[0] != frame_bytes:
+            raise SystemExit("read touch results differ")
+        print(
+            f"output: {len(keep_ours)} shards, {nbytes / 1e6:.1f} MB "
+            f"(frames {frame_bytes / 1e6:.1f} MB); batches equal, bytes identical: {checks['bytes_identical']}",
+            flush=True,
+        )
+
+        times: dict[str, list[float]] = {"write_ours": [], "write_raw": [], "read_ours": [], "read_raw": []}
+        for rep in range(args.repeat):
+            order = ("ours", "raw") if rep % 2 == 0 else ("raw", "ours")
+            for who in order:
+                out = work / f"rep{rep}_{who}"
+                out.mkdir()
+                fn = write_ours if who == "ours" else write_raw
+                dt, _ = timed(fn, rows, out)
+                times[f"write_{who}"].append(dt)
+                shutil.rmtree(out)
+            for who in order:
+                fn, paths = (read_ours, keep_ours) if who == "ours" else (read_raw, keep_raw)
+                dt, got = timed(fn, paths)
+                assert got == expected_touch
+                times[f"read_{who}"].append(dt)
+            print(
+                f"  rep {rep + 1}/{args.repeat}: write ours {times['write_ours'][-1]:.3f}s raw {times['write_raw'][-1]:.3f}s"
+                f" | read ours {times['read_ours'][-1] * 1e3:.1f}ms raw {times['read_raw'][-1] * 1e3:.1f}ms",
+                flush=True,
+            )
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
+
+    med = {k: statistics.median(v) for k, v in times.items()}
+    table = {}
+    for key, t in med.items():
+        table[key] = {
+            "median_s": t,
+            "min_s": min(times[key]),
+            "max_s": max(times[key]),
+            "MB_per_s": nbytes / 1e6 / t,
+            "rows_per_s": args.rows / t,
+        }
+    write_ratio = med["write_raw"] / med["write_ours"]
+    read_ratio = med["read_raw"] / med["read_ours"]
+
+    print()
+    print(f"{'':14}{'median s':>10}{'MB/s':>10}{'rows/s':>12}{'min..max s':>20}")
+    for key, label in (
+        ("write_ours", "write omnivmed"),
+        ("write_raw", "write raw"),
+        ("read_ours", "read omnivmed"),
+        ("read_raw", "read raw"),
+    ):
+        r = table[key]
+        print(
+            f"{label:14}{r['median_s']:10.4f}{r['MB_per_s']:10.0f}{r['rows_per_s']:12.0f}"
+            f"{r['min_s']:10.4f}..{r['max_s']:.4f}"
+        )
+    print()
+    print(f"write ratio (omnivmed/raw pyarrow): {write_ratio:.2f}")
+    print(f"read ratio (omnivmed/raw pyarrow): {read_ratio:.2f}")
+    print(f"(throughput ratios; goal >= {GOAL}; warm page cache, shared machine: expect a few % of noise)")
+
+    result = {
+        "benchmark": "shards",
+        "rows": args.rows,
+        "repeat": args.repeat,
+        "workload": frames_desc,
+        "shards": len(keep_ours),
+        "shard_bytes": nbytes,
+        "frame_bytes": frame_bytes,
+        "batch_rows": DEFAULT_BATCH_ROWS,
+        "checks": checks,
+        "results": table,
+        "times_s": times,
+        "write_ratio": write_ratio,
+        "read_ratio": read_ratio,
+        "goal": GOAL,
+        "machine": {
+            "platform": platform.platform(),
+            "python": sys.version.split()[0],
+            "pyarrow": pa.__version__,
+            "cpus": os.cpu_count(),
+        },
+    }
+    args.json.parent.mkdir(parents=True, exist_ok=True)
+    args.json.write_text(json.dumps(result, indent=2) + "\n")
+    print(f"results: {args.json}")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,154 @@
+"""SLAKE: bilingual radiology VQA with semantic labels (Liu et al., ISBI 2021).
+
+Reads the official layout, which is also the Hugging Face copy once
+``imgs.zip`` is unpacked: ``train.json``, ``validate.json`` (the official
+name; Hugging Face calls it ``validation.json``), ``test.json`` and
+``imgs/<img_name>`` with ``img_name`` like ``xmlab1/source.jpg``.
+
+Only English rows (``q_lang == "en"``) are kept; Chinese rows are skipped, not
+rejected. Per language the image splits are disjoint, but the English and
+Chinese splits are drawn differently (142 images are in train for one language
+and test for the other), so mixing languages would leak test images into train.
+
+Splits are the official files (validate -> ``validation``). SLAKE's own
+``modality`` field gives the modality (CT, MRI, X-Ray); its location,
+content_type, base_type and knowledge-graph triple are kept as provenance
+fields.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Iterator
+
+from omnivmed.builders.base import Builder, BuilderItem, DownloadFile, LayoutError, SourceInfo
+from omnivmed.builders.vqa2d import (
+    RecordError,
+    load_json_list,
+    normalise_answer_type,
+    reject_from,
+    text_field,
+    vqa_sample,
+)
+from omnivmed.data.media import ImageCache, MediaError
+from omnivmed.data.schema import SchemaError
+
+_HF_BASE = "https://huggingface.co/datasets/BoKelvin/SLAKE/resolve/main"
+
+IMAGE_DIR = "imgs"
+TRAIN_JSON = "train.json"
+TEST_JSON = "test.json"
+# Official name first: when both are present the official file is read.
+VALIDATION_JSONS = ("validate.json", "validation.json")
+
+INFO = SourceInfo(
+    name="slake",
+    description=(
+        "SLAKE 1.0: semantically labelled, knowledge-enhanced radiology VQA (CT, MRI, X-ray) on 642 images; "
+        "English rows only (train 4,919 / validation 1,053 / test 1,061)."
+    ),
+    homepage="https://www.med-vqa.com/slake/",
+    license="CC-BY-4.0",
+    citation=(
+        "Liu B, Zhan LM, Xu L, Ma L, Yang Y, Wu XM. SLAKE: A Semantically-Labeled Knowledge-Enhanced Dataset "
+        "for Medical Visual Question Answering. IEEE International Symposium on Biomedical Imaging (ISBI) 2021."
+    ),
+    # Hugging Face serves the three JSONs (validate.json renamed validation.json)
+    # and the images as one zip that unpacks to imgs/. Checksums are not pinned yet.
+    downloads=(
+        DownloadFile(url=f"{_HF_BASE}/train.json", filename="train.json"),
+        DownloadFile(url=f"{_HF_BASE}/validation.json", filename="validation.json"),
+        DownloadFile(url=f"{_HF_BASE}/test.json", filename="test.json"),
+        DownloadFile(url=f"{_HF_BASE}/imgs.zip", filename="imgs.zip", extract=True),
+    ),
+    hf_repo="BoKelvin/SLAKE",
+)
+
+MODALITY_MAP = {"CT": "ct", "MRI": "mri", "X-Ray": "x_ray"}
+LANGUAGE = "en"
+
+_KEPT_FIELDS = ("img_id", "qid", "q_lang", "location", "modality", "content_type", "base_type", "triple")
+
+
+def _validation_json(raw: Path) -> Path | None:
+    for name in VALIDATION_JSONS:
+        if (raw / name).is_file():
+            return raw / name
+    return None
+
+
+def split_files(raw: Path) -> list[tuple[str, Path]]:
+    """(split, annotation file) in held-out-first order; only files that exist."""
+    candidates = [("test", raw / TEST_JSON), ("validation", _validation_json(raw)), ("train", raw / TRAIN_JSON)]
+    return [(split, path) for split, path in candidates if path is not None and path.is_file()]
+
+
+class SlakeBuilder(Builder):
+    info = INFO
+
+    def check_layout(self, raw: Path) -> None:
+        expected = (
+            f"expected {TRAIN_JSON}, validate.json (or validation.json, the Hugging Face name), "
+            f"{TEST_JSON} and the {IMAGE_DIR}/ folder (Hugging Face {INFO.hf_repo}: unzip imgs.zip)"
+        )
+        if not raw.is_dir():
+            raise LayoutError(f"{raw}: no such folder ({expected})")
+        missing = [name for name in (TRAIN_JSON, TEST_JSON) if not (raw / name).is_file()]
+        if _validation_json(raw) is None:
+            missing.insert(1, "validate.json|validation.json")
+        if missing:
+            raise LayoutError(f"{raw}: not a SLAKE copy, missing {', '.join(missing)}: {expected}")
+        if not (raw / IMAGE_DIR).is_dir():
+            raise LayoutError(f"{raw}: found the SLAKE JSON files but not the {IMAGE_DIR}/ folder ({expected})")
+
+    def input_files(self, raw: Path) -> list[Path]:
+        return [path for _, path in split_files(raw)]
+
+    def estimated_records(self, raw: Path) -> int | None:
+        return None
+
+    def generate(self, raw: Path) -> Iterator[BuilderItem]:
+        images = ImageCache(raw / IMAGE_DIR)
+        for split, path in split_files(raw):
+            rel = path.relative_to(raw).as_posix()
+            records, reject = load_json_list(path, raw)
+            if reject:
+                yield reject  # this split is lost; the others are still built
+                continue
+            for index, record in enumerate(records):
+                if isinstance(record, dict) and record.get("q_lang") == "zh":
+                    continue  # the Chinese half: deliberately left out, not an error
+                record_id = f"{rel}:{record.get('qid', index) if isinstance(record, dict) else index}"
+                try:
+                    yield self._sample(record, split, record_id, images)
+                except (RecordError, MediaError, SchemaError) as err:
+                    yield reject_from(err, rel, record_id)
+
+    def _sample(self, record, split: str, record_id: str, images: ImageCache):
+        if not isinstance(record, dict):
+            raise RecordError("malformed_record", f"expected an object, found {type(record).__name__}")
+        if record.get("q_lang") != LANGUAGE:
+            raise RecordError("unknown_language", f"q_lang {record.get('q_lang')!r} is neither 'en' nor 'zh'")
+        modality = MODALITY_MAP.get(str(record.get("modality", "")).strip())
+        if modality is None:
+            raise RecordError(
+                "unknown_modality",
+                f"modality {record.get('modality')!r} is not one of {', '.join(MODALITY_MAP)}",
+            )
+        question = text_field(record, "question", "empty_question")
+        answer = text_field(record, "answer", "empty_answer")
+        answer_type = normalise_answer_type(record.get("answer_type"))
+        img_name = text_field(record, "img_name", "missing_image")
+        image = images.get(img_name)
+        return vqa_sample(
+            INFO,
+            split=split,
+            modality=modality,
+            image=image,
+            raw_path=f"{IMAGE_DIR}/{img_name}",
+            question=question,
+            answer=answer,
+            answer_type=answer_type,
+            record_id=record_id,
+            fields={k: record[k] for k in _KEPT_FIELDS if k in record},
+        )

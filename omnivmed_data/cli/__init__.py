@@ -1,0 +1,21 @@
+"""The ``omnivmed-data`` command line: one module per command group, no logic here."""
+
+from __future__ import annotations
+
+import typer
+
+from omnivmed.data.cli import manifests, sources
+
+app = typer.Typer(
+    name="omnivmed-data",
+    help="Build the OmniV-Med-Instruct data set from public medical sources into verified Arrow shards.",
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+)
+sources.register(app)
+manifests.register(app)
+
+
+def main() -> None:
+    app()

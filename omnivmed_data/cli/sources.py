@@ -1,0 +1,104 @@
+"""Commands that fetch and build sources: download, build, build-embedded."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated, Optional
+
+import typer
+
+from omnivmed.builders import LayoutError, builder_names, get_builder
+from omnivmed.data.cli.common import console, fail, show_progress
+
+SourceArg = Annotated[str, typer.Argument(help="Source name: " + ", ".join(builder_names()) + ".", show_default=False)]
+ProgressOpt = Annotated[
+    Optional[bool], typer.Option("--progress/--no-progress", help="Show progress bars (default: when stderr is a terminal).")
+]
+
+
+def _builder(name: str):
+    try:
+        return get_builder(name)
+    except KeyError as err:
+        fail(str(err.args[0]), code=2)
+
+
+def download(
+    source: SourceArg,
+    to: Annotated[Optional[Path], typer.Option("--to", help="Folder to download into (default: raw/<source>).")] = None,
+    from_: Annotated[
+        Optional[Path],
+        typer.Option("--from", help="Adopt a local copy you already have instead of downloading (checked, then linked)."),
+    ] = None,
+    progress: ProgressOpt = None,
+) -> None:
+    """Download SOURCE from its published location (resumable, checksummed), or adopt a local copy with --from."""
+    from omnivmed.data.download import DownloadError, adopt_local, download_source
+
+    builder = _builder(source)
+    target = to or Path("raw") / source
+    try:
+        if from_ is not None:
+            path = adopt_local(builder, from_, target)
+            console.print(f"adopted {from_} as {path}")
+        else:
+            path = download_source(builder, target, progress=show_progress() if progress is None else progress)
+            console.print(f"downloaded {source} into {path}")
+    except (LayoutError, DownloadError) as err:
+        fail(str(err), code=2)
+
+
+def build(
+    source: SourceArg,
+    raw: Annotated[Path, typer.Option("--raw", help="The source's raw folder (as downloaded or your own copy).")],
+    out: Annotated[Path, typer.Option("--out", help="Output folder for shards, manifest.json and rejects.jsonl.")],
+    max_shard_mb: Annotated[int, typer.Option("--max-shard-mb", min=1, help="Roll over to a new shard past this size.")] = 512,
+    force: Annotated[bool, typer.Option("--force", help="Rebuild even when an up-to-date build exists.")] = False,
+    progress: ProgressOpt = None,
+) -> None:
+    """Build SOURCE from --raw into verified Arrow shards in --out."""
+    from omnivmed.data.build import build_source
+
+    builder = _builder(source)
+    try:
+        result = build_source(
+            builder,
+            raw,
+            out,
+            max_shard_bytes=max_shard_mb << 20,
+            force=force,
+            progress=show_progress() if progress is None else progress,
+        )
+    except LayoutError as err:
+        fail(str(err), code=2)
+    m = result.manifest
+    state = "up to date, nothing rebuilt" if result.reused else "built"
+    console.print(
+        f"{source}: {state}: {m.rows:,} samples in {len(m.shards)} shards, "
+        f"{m.duplicates_removed:,} duplicates removed, {sum(m.rejects.values()):,} rejected -> {result.manifest_path}"
+    )
+    for reason, n in m.rejects.items():
+        console.print(f"  rejected {reason}: {n:,} (see {out / (m.rejects_report or 'rejects.jsonl')})")
+
+
+def build_embedded(
+    out: Annotated[Path, typer.Option("--out", help="Output folder.")] = Path("out/omnivmed-embedded"),
+    data: Annotated[
+        Optional[Path], typer.Option("--data", help="Folder holding the vendored samples (default: the clone's data/).")
+    ] = None,
+    progress: ProgressOpt = None,
+) -> None:
+    """Build the embedded default (real VQA-RAD + SLAKE samples shipped in data/) without network."""
+    from omnivmed.data.embedded import build_embedded as run
+
+    try:
+        manifest = run(out, data, progress=show_progress() if progress is None else progress)
+    except (FileNotFoundError, LayoutError) as err:
+        fail(str(err), code=2)
+    console.print(f"{manifest.name}: {manifest.rows:,} samples -> {out / 'manifest.json'}; data card {out / 'README.md'}")
+
+
+def register(app: typer.Typer) -> None:
+    app.command()(download)
+    app.command()(build)
+    app.command("build-embedded")(build_embedded)

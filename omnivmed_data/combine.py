@@ -1,0 +1,39 @@
+"""Join several built manifests into one, without copying shards.
+
+Shard paths are rewritten relative to the new manifest's folder; counts,
+rejects and duplicates are summed; inputs are prefixed by their source.
+"""
+
+from __future__ import annotations
+
+import os
+from collections import Counter
+from pathlib import Path
+
+from omnivmed.data.manifest import InputFile, Manifest, ShardInfo
+
+
+def combine_manifests(name: str, manifest_paths: list[Path], out_path: Path) -> Manifest:
+    out_dir = Path(out_path).parent.resolve()
+    combined = Manifest(name=name)
+    counts: dict[str, Counter] = {}
+    rejects: Counter = Counter()
+    for path in manifest_paths:
+        path = Path(path)
+        part = Manifest.load(path)
+        if part.schema_fingerprint != combined.schema_fingerprint:
+            raise ValueError(f"{path}: built with schema {part.schema_version}, not {combined.schema_version}")
+        base = path.parent.resolve()
+        for shard in part.shards:
+            rel = Path(os.path.relpath(base / shard.path, out_dir)).as_posix()
+            combined.shards.append(ShardInfo(rel, shard.split, shard.rows, shard.bytes, shard.sha256))
+        for axis, values in part.counts.items():
+            counts.setdefault(axis, Counter()).update(values)
+        rejects.update({f"{part.name}:{reason}": n for reason, n in part.rejects.items()})
+        combined.duplicates_removed += part.duplicates_removed
+        combined.sources.extend(part.sources)
+        combined.inputs.extend(InputFile(f"{part.name}/{i.path}", i.bytes, i.sha256) for i in part.inputs)
+    combined.counts = {axis: dict(sorted(c.items())) for axis, c in counts.items()}
+    combined.rejects = dict(sorted(rejects.items()))
+    combined.save(out_path)
+    return combined

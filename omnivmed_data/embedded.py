@@ -1,0 +1,83 @@
+"""The embedded default: real VQA-RAD and SLAKE samples vendored in ``data/``.
+
+``make instruct-dataset`` builds these without network so a fresh clone shows
+the whole path (build, manifest, verify, data card) on real files. The SLAKE
+copy holds the official JSON files but only 9 of its 642 image folders, so
+the embedded build first derives a raw folder with the official rows of those
+9 images (rows unchanged, both languages; the builder keeps English).
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+
+from omnivmed.builders import get_builder
+from omnivmed.data.build import build_source
+from omnivmed.data.combine import combine_manifests
+from omnivmed.data.datacard import write_datacard
+from omnivmed.data.fileio import atomic_write_bytes
+from omnivmed.data.manifest import Manifest
+
+EMBEDDED_NAME = "omnivmed-embedded"
+SLAKE_FILES = ("train.json", "validate.json", "test.json")
+
+
+def embedded_data_dir() -> Path:
+    """``data/`` of the source tree (the sample is not shipped inside wheels)."""
+    here = Path(__file__).resolve().parents[1] / "data"
+    if not (here / "vqa_rad").is_dir():
+        raise FileNotFoundError(
+            f"{here}: the embedded sample lives in the omnivmed source tree's data/ folder; "
+            "run from a clone or pass --data DIR"
+        )
+    return here
+
+
+def prepare_slake_sample(official: Path, into: Path) -> Path:
+    """Write the official SLAKE rows whose image folder is vendored, with those images."""
+    present = {p.parent.name for p in (official / "imgs").glob("*/source.jpg")}
+    for name in SLAKE_FILES:
+        rows = json.loads((official / name).read_text(encoding="utf-8"))
+        kept = [r for r in rows if str(r.get("img_name", "")).split("/")[0] in present]
+        _write_if_changed(into / name, json.dumps(kept, ensure_ascii=False, indent=1).encode())
+    for folder in sorted(present):
+        src = official / "imgs" / folder / "source.jpg"
+        dst = into / "imgs" / folder / "source.jpg"
+        if not dst.is_file() or dst.stat().st_size != src.stat().st_size:
+            dst.parent.mkdir(parents=True, exist_ok=True)
+            shutil.copyfile(src, dst)
+    return into
+
+
+def _write_if_changed(path: Path, data: bytes) -> None:
+    if path.is_file() and path.read_bytes() == data:
+        return
+    atomic_write_bytes(path, data)
+
+
+def build_embedded(out: Path, data_dir: Path | None = None, *, progress: bool = True) -> Manifest:
+    data_dir = Path(data_dir) if data_dir else embedded_data_dir()
+    out = Path(out)
+    raws = {
+        "vqa_rad": data_dir / "vqa_rad",
+        "slake": prepare_slake_sample(data_dir / "slake", out / "raw" / "slake"),
+    }
+    manifests = []
+    for name, raw in raws.items():
+        result = build_source(get_builder(name), raw, out / "staged" / name, progress=progress)
+        manifests.append(result.manifest_path)
+    manifest = combine_manifests(EMBEDDED_NAME, manifests, out / "manifest.json")
+    write_datacard(
+        manifest,
+        out / "README.md",
+        notes=[
+            "Embedded default of omnivmed: the full official VQA-RAD release (CC0-1.0) and the official "
+            "SLAKE rows of the 9 image folders vendored in data/slake (CC-BY-4.0), English only.",
+            "VQA-RAD split: phrase_type test_* is test. SLAKE: official train/validate/test files.",
+            "Exact duplicates (same image bytes, question and answer) are removed; a train row that "
+            "repeats a test row is the copy dropped.",
+        ],
+    )
+    return manifest

@@ -1,0 +1,90 @@
+"""The omnivmed-data command line, driven as a user would (Typer's CliRunner)."""
+
+import pytest
+from support.raw_trees import make_vqa_rad_subset
+from typer.testing import CliRunner
+
+from omnivmed.data.cli import app
+from omnivmed.data.manifest import Manifest
+
+runner = CliRunner()
+
+
+def run(*args):
+    return runner.invoke(app, [str(a) for a in args])
+
+
+@pytest.fixture
+def built(tmp_path):
+    raw = make_vqa_rad_subset(tmp_path / "raw", 30)
+    out = tmp_path / "out"
+    result = run("build", "vqa_rad", "--raw", raw, "--out", out, "--no-progress")
+    assert result.exit_code == 0, result.output
+    return raw, out
+
+
+@pytest.mark.parametrize("command", [[], ["download"], ["build"], ["verify"], ["stats"], ["build-embedded"]])
+def test_every_command_has_help(command):
+    result = run(*command, "--help")
+    assert result.exit_code == 0
+    assert "Usage" in result.output
+
+
+def test_build_then_verify_then_stats(built):
+    raw, out = built
+    assert run("verify", out / "manifest.json").exit_code == 0
+    stats = run("stats", out / "manifest.json", "--by", "split,modality")
+    assert stats.exit_code == 0
+    assert "vqa_rad" in stats.output and "train" in stats.output
+    again = run("build", "vqa_rad", "--raw", raw, "--out", out, "--no-progress")
+    assert "up to date" in again.output
+
+
+def test_verify_fails_naming_the_changed_shard(built):
+    _, out = built
+    manifest = Manifest.load(out / "manifest.json")
+    shard = out / manifest.shards[-1].path
+    data = bytearray(shard.read_bytes())
+    data[len(data) // 3] ^= 0xFF
+    shard.write_bytes(bytes(data))
+    result = run("verify", out / "manifest.json")
+    assert result.exit_code == 1
+    assert manifest.shards[-1].path in result.output
+
+
+def test_verify_fails_on_a_missing_shard(built):
+    _, out = built
+    manifest = Manifest.load(out / "manifest.json")
+    (out / manifest.shards[0].path).unlink()
+    result = run("verify", out / "manifest.json")
+    assert result.exit_code == 1 and f"{manifest.shards[0].path}: missing" in result.output
+
+
+def test_build_of_an_absent_folder_is_one_clear_line(tmp_path):
+    result = run("build", "vqa_rad", "--raw", tmp_path / "nope", "--out", tmp_path / "out")
+    assert result.exit_code == 2
+    assert "no such folder" in result.output
+    assert "Traceback" not in result.output
+
+
+def test_unknown_source_is_refused(tmp_path):
+    result = run("build", "imagenet", "--raw", tmp_path, "--out", tmp_path / "out")
+    assert result.exit_code == 2 and "unknown source" in result.output
+
+
+def test_stats_refuses_an_unknown_column(built):
+    _, out = built
+    result = run("stats", out / "manifest.json", "--by", "colour")
+    assert result.exit_code == 2 and "colour" in result.output
+
+
+def test_build_embedded_writes_a_verified_manifest_and_a_card(tmp_path):
+    out = tmp_path / "embedded"
+    result = run("build-embedded", "--out", out, "--no-progress")
+    assert result.exit_code == 0, result.output
+    manifest = Manifest.load(out / "manifest.json")
+    assert set(manifest.counts["source"]) == {"vqa_rad", "slake"}
+    assert manifest.counts["source"]["vqa_rad"] == 2244
+    assert run("verify", out / "manifest.json").exit_code == 0
+    card = (out / "README.md").read_text()
+    assert "CC0-1.0" in card and "CC-BY-4.0" in card and "## Samples by modality" in card
