@@ -35,7 +35,7 @@ from omnivmed.builders.vqa2d import (
     vqa_sample,
 )
 from omnivmed.data.media import ImageCache, MediaError
-from omnivmed.data.schema import UNSPECIFIED_MODALITY
+from omnivmed.data.schema import UNSPECIFIED_MODALITY, SchemaError
 
 JSON_NAME = "VQA_RAD Dataset Public.json"
 IMAGE_DIR = "VQA_RAD Image Folder"
@@ -170,7 +170,7 @@ class VqaRadBuilder(Builder):
             record_id = str(record.get("qid", index)) if isinstance(record, dict) else str(index)
             try:
                 yield self._official_sample(record, images, modalities)
-            except (RecordError, MediaError) as err:
+            except (RecordError, MediaError, SchemaError) as err:
                 yield reject_from(err, JSON_NAME, record_id)
 
     def _official_sample(self, record, images: ImageCache, modalities: dict[str, str]):
@@ -215,7 +215,7 @@ class VqaRadBuilder(Builder):
                         answer_type=closed_if_yes_no(answer),
                         record_id=f"{rel}#{index}",
                     )
-                except RecordError as err:
+                except (RecordError, SchemaError) as err:
                     yield reject_from(err, rel, str(index))
 
 

@@ -86,6 +86,7 @@ def test_an_up_to_date_build_is_reused_and_a_damaged_one_redone(tmp_path, small_
         (lambda r: r.update(image_name="synpic_does_not_exist.jpg"), "missing_image"),
         (lambda r: r.update(image_name="../../../../etc/passwd"), "path_escapes_raw"),
         (lambda r: r.update(answer_type="MAYBE"), "bad_answer_type"),
+        (lambda r: r.update(question="<image> Is this a CT?"), "schema"),
     ],
 )
 def test_bad_records_are_rejected_and_the_rest_is_built(tmp_path, mutate, reason):
