@@ -54,6 +54,9 @@ class SourceInfo:
     # Hugging Face dataset repository mirroring the source, when there is one.
     hf_repo: str | None = None
     gated: bool = False
+    # sha256 of official annotation files (relative path -> digest), taken from
+    # copies checked against the published counts; a build says when yours differ.
+    known_sha256: tuple[tuple[str, str], ...] = ()
 
 
 @dataclass(frozen=True)

@@ -67,6 +67,7 @@ INFO = SourceInfo(
     # Face parquet copy is the scriptable one.
     downloads=(),
     hf_repo="flaviagiammarino/path-vqa",
+    known_sha256=(("pvqa_val.json", "3d95d7f67799b37c0654852e51679b54584c6c239d4e4ff6963dda1905fdc3c6"),),
 )
 
 

@@ -62,6 +62,11 @@ INFO = SourceInfo(
         DownloadFile(url=f"{_HF_BASE}/imgs.zip", filename="imgs.zip", extract=True),
     ),
     hf_repo="BoKelvin/SLAKE",
+    known_sha256=(
+        ("train.json", "7a9fb81f9d7bb145c3d7e9bc8d3b9016ba18b6539ea5031a53bae8fd3cd991c3"),
+        ("validate.json", "32b016440b0c3be11056a78a18eeab46333268407fbb6e6b32f9f4c2debc50f6"),
+        ("test.json", "6be8f7b4c5a46cdbc713a5210a25b6ed5aa1fd1574c83cefb4f998131f17c2c3"),
+    ),
 )
 
 MODALITY_MAP = {"CT": "ct", "MRI": "mri", "X-Ray": "x_ray"}

@@ -53,6 +53,7 @@ INFO = SourceInfo(
     # the scriptable copy (it drops answer_type and 4 duplicate rows).
     hf_repo="flaviagiammarino/vqa-rad",
     downloads=(),
+    known_sha256=((JSON_NAME, "948b7156059b864cf72344fb10669233526b175c243e5a046d20d4201d297a95"),),
 )
 
 ORGAN_PRIOR = {"CHEST": "x_ray", "ABD": "ct"}

@@ -32,6 +32,17 @@ class BuildResult:
     manifest_path: Path
     manifest: Manifest
     reused: bool  # True when an up-to-date build was found and nothing was redone
+    warnings: tuple[str, ...] = ()  # e.g. an input that differs from the published release
+
+
+def differences_from_published(builder: Builder, inputs: list[InputFile]) -> tuple[str, ...]:
+    """Inputs whose checksum is not the one of the official release we checked."""
+    known = dict(builder.info.known_sha256)
+    return tuple(
+        f"{i.path}: sha256 {i.sha256[:12]}... differs from the published release's {known[i.path][:12]}..."
+        for i in inputs
+        if i.path in known and known[i.path] != i.sha256
+    )
 
 
 def input_checksums(builder: Builder, raw: Path) -> list[InputFile]:
@@ -64,9 +75,10 @@ def build_source(
     raw, out = Path(raw), Path(out)
     builder.check_layout(raw)
     inputs = input_checksums(builder, raw)
+    warnings = differences_from_published(builder, inputs)
     manifest_path = out / MANIFEST_NAME
     if not force and (previous := _up_to_date(manifest_path, inputs)) is not None:
-        return BuildResult(manifest_path, previous, reused=True)
+        return BuildResult(manifest_path, previous, reused=True, warnings=warnings)
 
     _clear_previous_outputs(out)
     counts = {axis: Counter() for axis in COUNT_AXES}
@@ -107,7 +119,7 @@ def build_source(
     )
     _write_rejects(out / REJECTS_NAME, rejects)
     manifest.save(manifest_path)
-    return BuildResult(manifest_path, manifest, reused=False)
+    return BuildResult(manifest_path, manifest, reused=False, warnings=warnings)
 
 
 def _count(counts: dict[str, Counter], sample: Sample) -> None:

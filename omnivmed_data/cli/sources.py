@@ -71,6 +71,8 @@ def build(
         )
     except LayoutError as err:
         fail(str(err), code=2)
+    for warning in result.warnings:
+        console.print(f"[yellow]note:[/] {warning}", highlight=False, soft_wrap=True)
     m = result.manifest
     state = "up to date, nothing rebuilt" if result.reused else "built"
     console.print(

@@ -21,6 +21,14 @@ def full_build(tmp_path_factory):
     return out, build(VQA_RAD, out)
 
 
+def test_the_vendored_json_is_the_published_release(tmp_path, small_vqa_rad):
+    from omnivmed.data.build import differences_from_published, input_checksums
+
+    assert differences_from_published(VqaRadBuilder(), input_checksums(VqaRadBuilder(), VQA_RAD)) == ()
+    changed = differences_from_published(VqaRadBuilder(), input_checksums(VqaRadBuilder(), small_vqa_rad))
+    assert len(changed) == 1 and changed[0].startswith(VQA_RAD_JSON)
+
+
 def test_official_counts_match_the_published_ones(full_build):
     out, manifest = full_build
     assert manifest.rows + manifest.duplicates_removed + sum(manifest.rejects.values()) == 2248
