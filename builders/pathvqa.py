@@ -22,18 +22,16 @@ is then kept as the ``answer_scores`` provenance field.
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 from typing import Iterator
 
 from omnivmed.builders.base import Builder, BuilderItem, LayoutError, SourceInfo
 from omnivmed.builders.vqa2d import (
+    parquet_vqa_samples,
     RecordError,
     closed_if_yes_no,
-    iter_parquet_vqa,
     load_json_list,
     parquet_files,
-    parquet_split,
     reject_from,
     text_field,
     vqa_sample,
@@ -126,31 +124,7 @@ class PathVqaBuilder(Builder):
             yield from self._lxmert(raw)
 
     def _parquet(self, raw: Path) -> Iterator[BuilderItem]:
-        for path in parquet_files(raw):
-            rel = path.relative_to(raw).as_posix()
-            split = parquet_split(path)
-            for index, row, image in iter_parquet_vqa(path, raw):
-                if row is None or not hasattr(image, "data"):
-                    yield image  # a Reject
-                    continue
-                try:
-                    question = text_field(row, "question", "empty_question")
-                    answer = text_field(row, "answer", "empty_answer")
-                    source_path = (row.get("image") or {}).get("path")
-                    yield vqa_sample(
-                        INFO,
-                        split=split,
-                        modality=MODALITY,
-                        image=image,
-                        raw_path=f"{rel}#{index}",
-                        question=question,
-                        answer=answer,
-                        answer_type=closed_if_yes_no(answer),
-                        record_id=f"{rel}#{index}",
-                        fields={"image_path": source_path} if source_path else None,
-                    )
-                except (RecordError, SchemaError) as err:
-                    yield reject_from(err, rel, str(index))
+        yield from parquet_vqa_samples(INFO, raw, MODALITY)
 
     def _lxmert(self, raw: Path) -> Iterator[BuilderItem]:
         images = ImageCache(raw / IMAGE_DIR)
