@@ -146,9 +146,6 @@ class VqaRadBuilder(Builder):
             return [raw / JSON_NAME]
         return parquet_files(raw)
 
-    def estimated_records(self, raw: Path) -> int | None:
-        return None
-
     def generate(self, raw: Path) -> Iterator[BuilderItem]:
         if (raw / JSON_NAME).is_file():
             yield from self._official(raw)

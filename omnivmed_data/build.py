@@ -138,5 +138,5 @@ def _clear_previous_outputs(out: Path) -> None:
         return
     (out / MANIFEST_NAME).unlink(missing_ok=True)
     for split_dir in out.iterdir():
-        if split_dir.is_dir() and any(split_dir.glob("*.arrow")) | any(split_dir.glob(".*.arrow.tmp")):
+        if split_dir.is_dir() and (any(split_dir.glob("*.arrow")) or any(split_dir.glob(".*.arrow.tmp"))):
             shutil.rmtree(split_dir)
