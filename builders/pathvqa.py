@@ -114,9 +114,6 @@ class PathVqaBuilder(Builder):
             return parquets
         return [path for _, path, _ in _lxmert_present(raw)]
 
-    def estimated_records(self, raw: Path) -> int | None:
-        return None
-
     def generate(self, raw: Path) -> Iterator[BuilderItem]:
         if parquet_files(raw):
             yield from self._parquet(raw)

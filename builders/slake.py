@@ -109,9 +109,6 @@ class SlakeBuilder(Builder):
     def input_files(self, raw: Path) -> list[Path]:
         return [path for _, path in split_files(raw)]
 
-    def estimated_records(self, raw: Path) -> int | None:
-        return None
-
     def generate(self, raw: Path) -> Iterator[BuilderItem]:
         images = ImageCache(raw / IMAGE_DIR)
         for split, path in split_files(raw):
