@@ -5,7 +5,7 @@ Import as ``omnivmed.builders``; ``get_builder("vqa_rad")`` returns a builder.
 
 from __future__ import annotations
 
-from omnivmed.builders.base import Builder, LayoutError, Reject, SourceInfo
+from omnivmed.builders.base import Builder, BuilderOptionError, LayoutError, Reject, SourceInfo
 
 
 def _registry() -> dict[str, type[Builder]]:
@@ -21,11 +21,19 @@ def builder_names() -> list[str]:
     return sorted(_registry())
 
 
-def get_builder(name: str) -> Builder:
+def get_builder(name: str, options: dict[str, str] | None = None) -> Builder:
+    """A configured builder; raises KeyError for an unknown name, BuilderOptionError for bad options."""
     registry = _registry()
     if name not in registry:
         raise KeyError(f"unknown source {name!r}; known: {', '.join(sorted(registry))}")
-    return registry[name]()
+    return registry[name](**(options or {}))
 
 
-__all__ = ["Builder", "LayoutError", "Reject", "SourceInfo", "builder_names", "get_builder"]
+def builder_class(name: str) -> type[Builder]:
+    registry = _registry()
+    if name not in registry:
+        raise KeyError(f"unknown source {name!r}; known: {', '.join(sorted(registry))}")
+    return registry[name]
+
+
+__all__ = ["Builder", "BuilderOptionError", "LayoutError", "Reject", "SourceInfo", "builder_class", "builder_names", "get_builder"]

@@ -60,6 +60,19 @@ class SourceInfo:
 
 
 @dataclass(frozen=True)
+class BuilderOption:
+    """A setting that changes what a builder outputs (recorded in the manifest)."""
+
+    name: str
+    default: str
+    help: str
+
+
+class BuilderOptionError(ValueError):
+    """An unknown option or a value the builder cannot use; the message says which."""
+
+
+@dataclass(frozen=True)
 class Reject:
     """A bad input: which file, which record in it, and why."""
 
@@ -76,9 +89,27 @@ BuilderItem = Union[Sample, Reject]
 
 
 class Builder(ABC):
-    """Subclasses set ``info`` and implement the three methods."""
+    """Subclasses set ``info`` and implement the three methods.
+
+    Builders with settings list them in ``option_specs`` and read
+    ``self.options`` (strings, defaults filled in) in :meth:`configure`,
+    raising :class:`BuilderOptionError` for a value they cannot use.
+    """
 
     info: SourceInfo
+    option_specs: tuple[BuilderOption, ...] = ()
+
+    def __init__(self, **options: str):
+        known = {o.name: o for o in self.option_specs}
+        unknown = sorted(set(options) - set(known))
+        if unknown:
+            takes = ", ".join(known) or "no options"
+            raise BuilderOptionError(f"{self.info.name}: unknown option(s) {', '.join(unknown)}; it takes {takes}")
+        self.options: dict[str, str] = {name: str(options.get(name, o.default)) for name, o in known.items()}
+        self.configure()
+
+    def configure(self) -> None:
+        """Parse ``self.options``; the default has nothing to parse."""
 
     @abstractmethod
     def check_layout(self, raw: Path) -> None:

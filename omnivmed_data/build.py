@@ -50,14 +50,14 @@ def input_checksums(builder: Builder, raw: Path) -> list[InputFile]:
     return [InputFile(p.relative_to(raw).as_posix(), p.stat().st_size, sha256_file(p)) for p in files]
 
 
-def _up_to_date(manifest_path: Path, inputs: list[InputFile]) -> Manifest | None:
+def _up_to_date(manifest_path: Path, inputs: list[InputFile], options: dict[str, str]) -> Manifest | None:
     if not manifest_path.is_file():
         return None
     try:
         previous = Manifest.load(manifest_path)
     except ManifestError:
         return None
-    if previous.inputs != inputs or verify_manifest(manifest_path, previous):
+    if previous.inputs != inputs or previous.options != options or verify_manifest(manifest_path, previous):
         return None
     return previous
 
@@ -77,7 +77,7 @@ def build_source(
     inputs = input_checksums(builder, raw)
     warnings = differences_from_published(builder, inputs)
     manifest_path = out / MANIFEST_NAME
-    if not force and (previous := _up_to_date(manifest_path, inputs)) is not None:
+    if not force and (previous := _up_to_date(manifest_path, inputs, builder.options)) is not None:
         return BuildResult(manifest_path, previous, reused=True, warnings=warnings)
 
     _clear_previous_outputs(out)
@@ -113,6 +113,7 @@ def build_source(
         counts={axis: dict(sorted(c.items())) for axis, c in counts.items()},
         sources=[SourceCard(info.name, info.homepage, info.license, info.citation)],
         inputs=inputs,
+        options=dict(builder.options),
         duplicates_removed=duplicates,
         rejects=dict(sorted(Counter(r.reason for r in rejects).items())),
         rejects_report=REJECTS_NAME,

@@ -60,6 +60,8 @@ class Manifest:
     counts: dict[str, dict[str, int]] = field(default_factory=dict)
     sources: list[SourceCard] = field(default_factory=list)
     inputs: list[InputFile] = field(default_factory=list)
+    # Builder settings that shaped the output (e.g. the volume preset); "source.option" keys when combined.
+    options: dict[str, str] = field(default_factory=dict)
     duplicates_removed: int = 0
     rejects: dict[str, int] = field(default_factory=dict)
     rejects_report: str | None = None

@@ -7,7 +7,7 @@ from typing import Annotated, Optional
 
 import typer
 
-from omnivmed.builders import LayoutError, builder_names, get_builder
+from omnivmed.builders import BuilderOptionError, LayoutError, builder_class, builder_names, get_builder
 from omnivmed.data.cli.common import console, fail, show_progress
 
 SourceArg = Annotated[str, typer.Argument(help="Source name: " + ", ".join(builder_names()) + ".", show_default=False)]
@@ -16,11 +16,44 @@ ProgressOpt = Annotated[
 ]
 
 
-def _builder(name: str):
+OptionOpt = Annotated[
+    Optional[list[str]],
+    typer.Option(
+        "--option",
+        "-o",
+        help="Builder setting KEY=VALUE (repeatable), e.g. -o preset=ct-lung; `omnivmed-data sources` lists them.",
+        show_default=False,
+    ),
+]
+
+
+def _parse_options(pairs: list[str] | None) -> dict[str, str]:
+    options = {}
+    for pair in pairs or []:
+        key, sep, value = pair.partition("=")
+        if not sep or not key.strip():
+            fail(f"--option {pair!r} is not KEY=VALUE", code=2)
+        options[key.strip()] = value.strip()
+    return options
+
+
+def _builder(name: str, options: dict[str, str] | None = None):
     try:
-        return get_builder(name)
+        return get_builder(name, options)
     except KeyError as err:
         fail(str(err.args[0]), code=2)
+    except BuilderOptionError as err:
+        fail(str(err), code=2)
+
+
+def sources() -> None:
+    """List the sources this version can build, with their licenses and builder options."""
+    for name in builder_names():
+        cls = builder_class(name)
+        console.print(f"[bold]{name}[/]  {cls.info.license}  {cls.info.homepage}", highlight=False, soft_wrap=True)
+        console.print(f"  {cls.info.description}", highlight=False, soft_wrap=True)
+        for spec in cls.option_specs:
+            console.print(f"  -o {spec.name}=...  (default {spec.default!r}) {spec.help}", highlight=False, soft_wrap=True)
 
 
 def download(
@@ -54,12 +87,13 @@ def build(
     out: Annotated[Path, typer.Option("--out", help="Output folder for shards, manifest.json and rejects.jsonl.")],
     max_shard_mb: Annotated[int, typer.Option("--max-shard-mb", min=1, help="Roll over to a new shard past this size.")] = 512,
     force: Annotated[bool, typer.Option("--force", help="Rebuild even when an up-to-date build exists.")] = False,
+    option: OptionOpt = None,
     progress: ProgressOpt = None,
 ) -> None:
     """Build SOURCE from --raw into verified Arrow shards in --out."""
     from omnivmed.data.build import build_source
 
-    builder = _builder(source)
+    builder = _builder(source, _parse_options(option))
     try:
         result = build_source(
             builder,
@@ -101,6 +135,7 @@ def build_embedded(
 
 
 def register(app: typer.Typer) -> None:
+    app.command()(sources)
     app.command()(download)
     app.command()(build)
     app.command("build-embedded")(build_embedded)
