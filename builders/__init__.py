@@ -12,9 +12,10 @@ def _registry() -> dict[str, type[Builder]]:
     # Imported here so that importing one builder never pays for all of them.
     from omnivmed.builders.pathvqa import PathVqaBuilder
     from omnivmed.builders.slake import SlakeBuilder
+    from omnivmed.builders.volumes import VolumesBuilder
     from omnivmed.builders.vqa_rad import VqaRadBuilder
 
-    return {b.info.name: b for b in (VqaRadBuilder, SlakeBuilder, PathVqaBuilder)}
+    return {b.info.name: b for b in (VqaRadBuilder, SlakeBuilder, PathVqaBuilder, VolumesBuilder)}
 
 
 def builder_names() -> list[str]:

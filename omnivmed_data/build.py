@@ -18,10 +18,11 @@ from pathlib import Path
 from tqdm import tqdm
 
 from omnivmed.builders.base import Builder, Reject
-from omnivmed.data.fileio import atomic_write_bytes, sha256_file
+from omnivmed.data.fileio import atomic_write_bytes, sha256_file, sha256_folder
 from omnivmed.data.manifest import COUNT_AXES, InputFile, Manifest, ManifestError, SourceCard, verify_manifest
 from omnivmed.data.schema import Sample
 from omnivmed.data.shards import DEFAULT_MAX_SHARD_BYTES, ShardWriter
+from omnivmed.data.volume.dicom_privacy import redact_path
 
 MANIFEST_NAME = "manifest.json"
 REJECTS_NAME = "rejects.jsonl"
@@ -46,8 +47,18 @@ def differences_from_published(builder: Builder, inputs: list[InputFile]) -> tup
 
 
 def input_checksums(builder: Builder, raw: Path) -> list[InputFile]:
-    files = sorted(builder.input_files(raw), key=lambda p: p.relative_to(raw).as_posix())
-    return [InputFile(p.relative_to(raw).as_posix(), p.stat().st_size, sha256_file(p)) for p in files]
+    """Checksums of the builder's inputs; a folder (a DICOM series) is one entry.
+
+    Paths are scrubbed of DICOM UIDs (exports often name files and folders after them).
+    """
+    inputs = []
+    for path in sorted(builder.input_files(raw), key=lambda p: p.relative_to(raw).as_posix()):
+        if path.is_dir():
+            size, digest = sha256_folder(path)
+        else:
+            size, digest = path.stat().st_size, sha256_file(path)
+        inputs.append(InputFile(redact_path(path.relative_to(raw).as_posix()), size, digest))
+    return inputs
 
 
 def _up_to_date(manifest_path: Path, inputs: list[InputFile], options: dict[str, str]) -> Manifest | None:

@@ -1,4 +1,4 @@
-"""The embedded default: real VQA-RAD and SLAKE samples vendored in ``data/``.
+"""The embedded default: real VQA-RAD, SLAKE and CT/MR volume samples vendored in ``data/``.
 
 ``make instruct-dataset`` builds these without network so a fresh clone shows
 the whole path (build, manifest, verify, data card) on real files. The SLAKE
@@ -63,21 +63,34 @@ def build_embedded(out: Path, data_dir: Path | None = None, *, progress: bool = 
     raws = {
         "vqa_rad": data_dir / "vqa_rad",
         "slake": prepare_slake_sample(data_dir / "slake", out / "raw" / "slake"),
+        # A real CT DICOM series and CT/MR NIfTI volumes with header-derived questions.
+        "volumes": data_dir / "volumes",
+    }
+    options = {
+        "volumes": {
+            "license": "Apache-2.0 (TotalSegmentator repository)",
+            "homepage": "https://github.com/wasserth/TotalSegmentator",
+        }
     }
     manifests = []
     for name, raw in raws.items():
-        result = build_source(get_builder(name), raw, out / "staged" / name, progress=progress)
+        builder = get_builder(name, options.get(name))
+        result = build_source(builder, raw, out / "staged" / name, progress=progress)
         manifests.append(result.manifest_path)
     manifest = combine_manifests(EMBEDDED_NAME, manifests, out / "manifest.json")
     write_datacard(
         manifest,
         out / "README.md",
         notes=[
-            "Embedded default of omnivmed: the full official VQA-RAD release (CC0-1.0) and the official "
-            "SLAKE rows of the 9 image folders vendored in data/slake (CC-BY-4.0), English only.",
+            "Embedded default of omnivmed: the full official VQA-RAD release (CC0-1.0), the official "
+            "SLAKE rows of the 9 image folders vendored in data/slake (CC-BY-4.0), English only, and 3 real volumes.",
             "VQA-RAD split: phrase_type test_* is test. SLAKE: official train/validate/test files.",
             "Exact duplicates (same image bytes, question and answer) are removed; a train row that "
             "repeats a test row is the copy dropped.",
+            "Volumes: TotalSegmentator's test files (Apache-2.0): a CT DICOM series (20 slices, JPEG 2000 lossless) "
+            "and two NIfTI volumes (CT, MR), stored as PNG slices in the LPS frame (CT window soft tissue, MR "
+            "0.5-99.5 percentile). Their questions and acquisition captions (data/volumes/annotations.csv) are read "
+            "from the headers only: modality, plane, contrast given, size and spacing; no finding is claimed.",
         ],
     )
     return manifest

@@ -17,6 +17,20 @@ def sha256_file(path: Path) -> str:
     return h.hexdigest()
 
 
+def sha256_folder(path: Path) -> tuple[int, str]:
+    """(total bytes, digest) of a folder's regular files, over their sorted relative names and contents.
+
+    One manifest entry for a DICOM series or a slice folder instead of hundreds of files.
+    """
+    h = hashlib.sha256()
+    total = 0
+    files = sorted((p for p in Path(path).rglob("*") if p.is_file()), key=lambda p: p.relative_to(path).as_posix())
+    for file in files:
+        total += file.stat().st_size
+        h.update(file.relative_to(path).as_posix().encode() + b"\x00" + bytes.fromhex(sha256_file(file)))
+    return total, h.hexdigest()
+
+
 def fsync_dir(path: Path) -> None:
     """Make a rename durable: fsync the folder that holds it (no-op where unsupported)."""
     try:
