@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass
+from pathlib import Path
 
 import numpy as np
 
@@ -58,3 +60,16 @@ def plane_of(direction: tuple[float, ...]) -> str:
     if abs(normal[axis]) < 0.8:  # more than ~37 degrees off every patient axis
         return "oblique"
     return ("sagittal", "coronal", "axial")[axis]
+
+
+def itk_message(err: Exception, *paths: Path) -> str:
+    """The useful line of an ITK exception, without object addresses or absolute paths.
+
+    Rejects reports must be the same bytes on every run and must not carry the user's folders.
+    """
+    lines = [line.strip() for line in str(err).splitlines() if line.strip()]
+    line = next((x for x in reversed(lines) if "Description" in x or "ERROR" in x), lines[-1] if lines else "")
+    line = re.sub(r"\(0x[0-9a-fA-F]+\)", "", line)
+    for path in paths:
+        line = line.replace(str(path), Path(path).name)
+    return line.replace("ITK ERROR: ", "").strip()

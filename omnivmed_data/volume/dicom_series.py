@@ -23,7 +23,7 @@ import pydicom
 import SimpleITK as sitk
 from pydicom.errors import InvalidDicomError
 
-from omnivmed.data.volume.core import CANONICAL_ORIENTATION, Volume, VolumeError, VolumeLimits, plane_of
+from omnivmed.data.volume.core import CANONICAL_ORIENTATION, Volume, VolumeError, VolumeLimits, itk_message, plane_of
 from omnivmed.data.volume.dicom_privacy import allowed_fields, identifiers_of
 
 # Slices whose spacing differs from the median by more than this fraction mean
@@ -179,7 +179,7 @@ def read_dicom_series(series: DicomSeries, limits: VolumeLimits = VolumeLimits()
     try:
         image = reader.Execute()
     except RuntimeError as err:
-        raise _name_broken_file(files, str(err).strip().splitlines()[-1]) from None
+        raise _name_broken_file(files, itk_message(err, *files)) from None
     if image.GetSize() != (cols, rows, len(files)):
         raise VolumeError("unreadable_dicom", str(series.folder), f"decoded size {image.GetSize()} != headers {(cols, rows, len(files))}")
     # Geometry from the checked headers, not from SimpleITK's guess.
