@@ -83,8 +83,12 @@ def test_build_embedded_writes_a_verified_manifest_and_a_card(tmp_path):
     result = run("build-embedded", "--out", out, "--no-progress")
     assert result.exit_code == 0, result.output
     manifest = Manifest.load(out / "manifest.json")
-    assert set(manifest.counts["source"]) == {"vqa_rad", "slake"}
+    assert set(manifest.counts["source"]) == {"vqa_rad", "slake", "volumes"}
     assert manifest.counts["source"]["vqa_rad"] == 2244
+    # 3 real volumes x their rows in data/volumes/annotations.csv (10 rows).
+    assert manifest.counts["source"]["volumes"] == 10
+    assert manifest.counts["visual_kind"]["volume"] == 10
     assert run("verify", out / "manifest.json").exit_code == 0
     card = (out / "README.md").read_text()
-    assert "CC0-1.0" in card and "CC-BY-4.0" in card and "## Samples by modality" in card
+    assert "CC0-1.0" in card and "CC-BY-4.0" in card and "Apache-2.0 (TotalSegmentator" in card
+    assert "## Samples by modality" in card
