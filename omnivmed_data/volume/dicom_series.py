@@ -14,6 +14,7 @@ series. Slices are ordered by their position along the slice normal
 
 from __future__ import annotations
 
+import warnings
 from collections import defaultdict
 from dataclasses import dataclass
 from pathlib import Path
@@ -154,8 +155,10 @@ def _pixel_spacing(ds: pydicom.Dataset, path: Path) -> tuple[float, float]:
 def _name_broken_file(files: list[Path], fallback: str) -> VolumeError:
     for path in files:
         try:
-            ds = pydicom.dcmread(path, force=True)
-            _ = ds.pixel_array
+            with warnings.catch_warnings():  # pydicom warns before it fails; the reject says it once
+                warnings.simplefilter("ignore")
+                ds = pydicom.dcmread(path, force=True)
+                _ = ds.pixel_array
         except Exception as err:  # noqa: BLE001 - any decoder failure names this file
             return VolumeError("unreadable_dicom", str(path), f"pixel data cannot be decoded ({type(err).__name__}: {err})")
     return VolumeError("unreadable_dicom", str(files[0].parent), f"SimpleITK could not read the series ({fallback})")

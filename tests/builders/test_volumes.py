@@ -187,3 +187,72 @@ def test_options_are_checked_and_recorded(tmp_path):
     data[-1] ^= 0xFF
     (raw / "example_mr_sm.nii.gz").write_bytes(gzip.compress(bytes(data), mtime=0))
     assert not build(raw, tmp_path / "out", modality="mri", preset="minmax", bit_depth="16").reused
+
+
+PLANTED = {
+    "PatientName": "Plantedname^Firstplanted",
+    "PatientID": "PID-PLANTED-4711",
+    "PatientBirthDate": "19230517",
+    "AccessionNumber": "ACC-PLANTED-0815",
+    "InstitutionName": "Planted Memorial Hospital",
+    "ReferringPhysicianName": "Referrer^Planted",
+    "StudyInstanceUID": "1.2.826.0.1.3680043.8.498.10000000000000000000000000000000001",
+    "SeriesInstanceUID": "1.2.826.0.1.3680043.8.498.20000000000000000000000000000000002",
+    "FrameOfReferenceUID": "1.2.826.0.1.3680043.8.498.30000000000000000000000000000000003",
+}
+SOP_PREFIX = "1.2.826.0.1.3680043.8.498.4000000000000000000000000000000"
+
+
+def plant_identifiers(raw: Path) -> Path:
+    """The real series with identifiers planted in its headers, in a folder named by its
+    SeriesInstanceUID and files named by their SOPInstanceUIDs (as TCIA exports are)."""
+    folder = raw / PLANTED["SeriesInstanceUID"]
+    folder.mkdir(parents=True)
+    for k, path in enumerate(sorted(DICOM.iterdir())):
+        ds = pydicom.dcmread(path)
+        for keyword, value in PLANTED.items():
+            setattr(ds, keyword, value)
+        ds.SOPInstanceUID = f"{SOP_PREFIX}{k:02d}"
+        ds.file_meta.MediaStorageSOPInstanceUID = ds.SOPInstanceUID
+        # An allowed free-text field that a technologist filled with the patient's name.
+        ds.SeriesDescription = "CT Body Plantedname"
+        ds.save_as(folder / f"{ds.SOPInstanceUID}.dcm")
+    return folder
+
+
+def planted_strings() -> list[bytes]:
+    values = [v for v in PLANTED.values()] + [SOP_PREFIX, "Plantedname", "PID-PLANTED", "ACC-PLANTED", "19230517"]
+    return [v.encode() for v in values]
+
+
+def test_planted_identifiers_never_reach_shards_manifests_or_rejects(tmp_path):
+    raw = tmp_path / "raw"
+    folder = plant_identifiers(raw)
+    # A second copy with one file cut short: its reject must not carry the UIDs either.
+    broken = raw / "second" / PLANTED["StudyInstanceUID"]
+    shutil.copytree(folder, broken)
+    victim = sorted(broken.iterdir())[5]
+    victim.write_bytes(victim.read_bytes()[: victim.stat().st_size // 2])
+    assert pydicom.dcmread(folder / f"{SOP_PREFIX}00.dcm").PatientID == PLANTED["PatientID"]
+
+    header_mode = build(raw, tmp_path / "out-headers")
+    (raw / "annotations.csv").write_text(f"volume,question,answer\n{folder.name},Which modality?,CT\n")
+    annotated = build(raw, tmp_path / "out-annotated", preset="m3d")
+    assert header_mode.manifest.rows == 2 and annotated.manifest.rows == 1
+    assert {r["reason"] for r in read_rejects(tmp_path / "out-headers")} == {"unreadable_dicom"}
+
+    scanned = 0
+    for out in (tmp_path / "out-headers", tmp_path / "out-annotated"):
+        for path in out.rglob("*"):
+            if path.is_file():
+                data = path.read_bytes()
+                scanned += 1
+                for planted in planted_strings():
+                    assert planted not in data, f"{planted!r} leaked into {path}"
+    assert scanned >= 6  # manifest, rejects and shards of both builds
+
+    sample = samples_of(tmp_path / "out-headers")[0]
+    fields = dict(sample.provenance.fields)
+    assert "dicom.SeriesDescription" not in fields  # held the patient's name: dropped
+    assert fields["dicom.Modality"] == "CT" and fields["dicom.ManufacturerModelName"] == "Biograph40_mCT 4R"
+    assert sample.provenance.raw_paths[0].startswith("redacted-")
