@@ -28,6 +28,7 @@ from pathlib import Path, PurePosixPath, PureWindowsPath
 from tqdm import tqdm
 
 from omnivmed.builders.base import Builder, DownloadFile, SourceInfo
+from omnivmed.data.build import input_checksums
 from omnivmed.data.fileio import atomic_write_bytes, fsync_dir, is_within, sha256_file
 
 RECEIPT_NAME = "omnivmed-download.json"
@@ -240,7 +241,7 @@ def download_source(builder: Builder, to: Path, *, progress: bool = True) -> Pat
 def manual_hint(info: SourceInfo) -> str:
     why = "is gated (its terms must be accepted)" if info.gated else "has no scriptable download"
     return (
-        f"{info.name} {why}: obtain a copy from {info.homepage} yourself, "
+        f"{info.name} {why}: obtain a copy{f' from {info.homepage}' if info.homepage else ''} yourself, "
         f"then pass its folder with --from PATH"
     )
 
@@ -313,7 +314,8 @@ def adopt_local(builder: Builder, from_path: Path, to: Path) -> Path:
     builder.check_layout(from_path)
     target = from_path.resolve()
     _link(to, target)
-    files = [_describe(p, from_path) for p in builder.input_files(from_path)]
+    # The build's own checksums: a folder input (a DICOM series) is one entry, paths UID-scrubbed.
+    files = [_file_entry(i.path, i.bytes, i.sha256) for i in input_checksums(builder, from_path)]
     obtained = {"method": "local", "path": str(target)}
     write_receipt(adopted_receipt_path(to), builder.info.name, obtained, files)
     return to
