@@ -31,6 +31,9 @@ from omnivmed.data.volume.dicom_privacy import allowed_fields, identifiers_of
 # a missing slice or a second acquisition in the series: not one volume.
 SPACING_TOLERANCE = 0.1
 _ORIENTATION_TOLERANCE = 1e-3
+_DEFER_BYTES = 1024
+_PIXEL_DATA = 0x7FE00010
+_UNDEFINED_LENGTH = 0xFFFFFFFF
 
 
 @dataclass(frozen=True)
@@ -152,6 +155,38 @@ def _pixel_spacing(ds: pydicom.Dataset, path: Path) -> tuple[float, float]:
     return row_spacing, col_spacing
 
 
+def check_pixel_length(ds: pydicom.Dataset, path: Path) -> None:
+    """Native (uncompressed) pixel data must hold every pixel the header promises.
+
+    GDCM reads a short PixelData without complaint and fills the rest of the
+    slice with whatever memory held; encapsulated (compressed) data is checked
+    by its decoder instead.
+    """
+    syntax = getattr(getattr(ds, "file_meta", None), "TransferSyntaxUID", None)
+    if syntax is not None and syntax.is_encapsulated:
+        return
+    # Read again with the pixels deferred, not skipped: the element's declared length
+    # and offset become known without loading it.
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        deferred = pydicom.dcmread(path, defer_size=_DEFER_BYTES, force=True)
+    element = deferred._dict.get(_PIXEL_DATA)
+    if element is None:
+        raise VolumeError("truncated", str(path), "no PixelData element (file cut short?)")
+    length = getattr(element, "length", None)
+    if length is None or length == _UNDEFINED_LENGTH:
+        return
+    frames = int(ds.get("NumberOfFrames", 1) or 1)
+    samples = int(ds.get("SamplesPerPixel", 1) or 1)
+    bits = int(ds.get("BitsAllocated", 16) or 16)
+    expected = int(ds.Rows) * int(ds.Columns) * frames * samples * bits // 8
+    available = min(length, max(0, path.stat().st_size - getattr(element, "value_tell", 0)))
+    if available < expected:
+        raise VolumeError(
+            "truncated", str(path), f"pixel data holds {available:,} bytes; {ds.Rows}x{ds.Columns} at {bits} bits needs {expected:,}"
+        )
+
+
 def _name_broken_file(files: list[Path], fallback: str) -> VolumeError:
     for path in files:
         try:
@@ -175,6 +210,8 @@ def read_dicom_series(series: DicomSeries, limits: VolumeLimits = VolumeLimits()
             "too_large", str(series.folder), f"{len(files)}x{rows}x{cols} = {voxels:,} voxels exceeds the limit of {limits.max_voxels:,}"
         )
     row_spacing, col_spacing = _pixel_spacing(first, files[0])
+    for ds, path in zip(headers, files):
+        check_pixel_length(ds, path)
 
     reader = sitk.ImageSeriesReader()
     reader.SetFileNames([str(p) for p in files])

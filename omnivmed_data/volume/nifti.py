@@ -21,6 +21,8 @@ def is_nifti(path: Path) -> bool:
 
 _NIFTI1 = 348
 _NIFTI2 = 540
+_NIFTI1_MAGIC = (b"n+1\x00", b"ni1\x00")
+_NIFTI2_MAGIC = (b"n+2\x00", b"ni2\x00")
 
 
 def _expected_bytes(header: bytes) -> int | None:
@@ -43,7 +45,10 @@ def _expected_bytes(header: bytes) -> int | None:
 
 
 def check_complete(path: Path) -> None:
-    """Reject a truncated file: ITK reads a short .nii.gz without complaint and pads it.
+    """Reject a damaged header or a truncated file, which ITK would read without complaint.
+
+    ITK pads a short .nii.gz, accepts a wrong sizeof_hdr, and reads a file with a
+    broken magic as Analyze, ignoring its orientation.
 
     A .gz is decompressed once as a stream (gzip checks its length and CRC); either
     way the payload must hold every voxel the header promises.
@@ -62,7 +67,12 @@ def check_complete(path: Path) -> None:
     except (EOFError, OSError, zlib.error) as err:
         raise VolumeError("truncated", str(path), f"compressed data is cut short or corrupt ({err})") from None
     expected = _expected_bytes(header)
-    if expected is not None and total < expected:
+    if expected is None:
+        raise VolumeError("corrupt_header", str(path), "sizeof_hdr is neither 348 (NIfTI-1) nor 540 (NIfTI-2)")
+    if header[344:348] not in _NIFTI1_MAGIC and header[4:8] not in _NIFTI2_MAGIC:
+        # ITK would read it as old Analyze and drop the orientation (a RAS volume comes out flipped).
+        raise VolumeError("corrupt_header", str(path), "NIfTI magic string is missing or damaged")
+    if total < expected:
         raise VolumeError("truncated", str(path), f"holds {total:,} bytes; the header promises {expected:,}")
 
 
@@ -93,8 +103,6 @@ def read_nifti(path: Path, limits: VolumeLimits = VolumeLimits()) -> Volume:
     source_direction = image.GetDirection()
     image = sitk.DICOMOrient(image, CANONICAL_ORIENTATION)
     array = sitk.GetArrayFromImage(image).astype(np.float32, copy=False)
-    if not np.isfinite(array).all():
-        raise VolumeError("non_finite_voxels", str(path), "voxels hold NaN or infinity")
     sx, sy, sz = image.GetSpacing()
     return Volume(
         voxels=array,
