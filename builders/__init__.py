@@ -10,12 +10,14 @@ from omnivmed.builders.base import Builder, BuilderOptionError, LayoutError, Rej
 
 def _registry() -> dict[str, type[Builder]]:
     # Imported here so that importing one builder never pays for all of them.
+    from omnivmed.builders.m3d_cap import M3dCapBuilder
+    from omnivmed.builders.m3d_vqa import M3dVqaBuilder
     from omnivmed.builders.pathvqa import PathVqaBuilder
     from omnivmed.builders.slake import SlakeBuilder
     from omnivmed.builders.volumes import VolumesBuilder
     from omnivmed.builders.vqa_rad import VqaRadBuilder
 
-    return {b.info.name: b for b in (VqaRadBuilder, SlakeBuilder, PathVqaBuilder, VolumesBuilder)}
+    return {b.info.name: b for b in (VqaRadBuilder, SlakeBuilder, PathVqaBuilder, VolumesBuilder, M3dCapBuilder, M3dVqaBuilder)}
 
 
 def builder_names() -> list[str]:
