@@ -54,6 +54,8 @@ def volume_settings(options: dict[str, str]) -> VolumeSettings:
 def relative(path: Path | str, raw: Path) -> str:
     """POSIX path relative to the raw folder (as given when outside it), scrubbed of UIDs."""
     path = Path(path)
+    if not path.is_absolute() and not str(path).startswith(str(raw)):
+        return redact_path(path.as_posix())  # already relative to raw (e.g. an index entry)
     try:
         text = path.resolve().relative_to(raw.resolve()).as_posix()
     except ValueError:

@@ -38,7 +38,7 @@ class VolumeLimits:
 @dataclass(frozen=True)
 class Volume:
     voxels: np.ndarray  # float32 (D, H, W) in the canonical frame; HU for CT, source units otherwise
-    kind: str  # "dicom", "nifti" or "slices"
+    kind: str  # "dicom", "nifti", "slices"; builders may add their own (m3d: "npy")
     spacing_mm: tuple[float, float, float] | None  # (z, y, x); None when the source has no geometry
     direction: tuple[float, ...] | None  # row-major 3x3 direction cosines after reorientation
     original_shape: tuple[int, int, int]  # (D, H, W) as read, before any resizing

@@ -29,7 +29,8 @@ class EncodedVolume:
 
 def to_png(slice01: np.ndarray, bit_depth: int) -> bytes:
     top = 255 if bit_depth == 8 else 65535
-    pixels = np.rint(slice01 * top).astype(np.uint8 if bit_depth == 8 else np.uint16)
+    # Clipped first: a value a hair outside [0, 1] must not wrap around in the cast.
+    pixels = np.rint(np.clip(slice01, 0.0, 1.0) * top).astype(np.uint8 if bit_depth == 8 else np.uint16)
     ok, data = cv2.imencode(".png", pixels, [cv2.IMWRITE_PNG_COMPRESSION, PNG_COMPRESSION])
     if not ok:
         raise RuntimeError("OpenCV could not encode a PNG slice")

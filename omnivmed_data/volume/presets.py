@@ -11,8 +11,12 @@ Named presets (``PRESETS``):
   no absolute units and a few very bright voxels);
 * ``minmax``: scale the volume's own range to [0, 1];
 * ``m3d``: M3D's preparation (``m3d_cap_data_prepare.py``): min-max, crop to
-  the voxels above the minimum, resize to 32x256x256 by area averaging
-  (MONAI ``Resize``'s default mode, which that script uses);
+  the voxels above the minimum, resize to 32x256x256 with MONAI
+  ``Resize(mode="bilinear")``, which MONAI runs as trilinear on a volume
+  (the script at BAAI-DCAI/M3D commit b24a750, as SOURCES.md describes it);
+* ``m3d-area``: the same with MONAI ``Resize``'s default mode, area averaging
+  (the script's other published version, commit ac364a9, which has no mode);
+  use it for .npy files prepared with that version;
 * ``auto``: ct-soft-tissue for CT, mr-percentile for MR, minmax otherwise.
 """
 
@@ -67,7 +71,8 @@ PRESETS: dict[str, VolumeRecipe] = {
     "ct-hu-minmax": VolumeRecipe("ct-hu-minmax", "minmax", bit_depth=16),
     "mr-percentile": VolumeRecipe("mr-percentile", "percentile", percentiles=(0.5, 99.5)),
     "minmax": VolumeRecipe("minmax", "minmax"),
-    "m3d": VolumeRecipe("m3d", "minmax", crop_foreground=True, shape=M3D_SHAPE, resize_mode="area"),
+    "m3d": VolumeRecipe("m3d", "minmax", crop_foreground=True, shape=M3D_SHAPE, resize_mode="trilinear"),
+    "m3d-area": VolumeRecipe("m3d-area", "minmax", crop_foreground=True, shape=M3D_SHAPE, resize_mode="area"),
 }
 AUTO = "auto"
 

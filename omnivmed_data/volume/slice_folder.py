@@ -27,12 +27,17 @@ def slice_files(folder: Path) -> list[Path]:
     return [p for _, p in sorted(found, key=lambda item: (item[0], item[1].name))]
 
 
+def _reason(err: Exception, path: Path) -> str:
+    """PIL's message without the user's folders (it quotes the full path)."""
+    return str(err).replace(str(path), path.name)
+
+
 def _slice_size(path: Path) -> tuple[int, int]:
     try:
         with Image.open(path) as img:
             return img.height, img.width
     except (UnidentifiedImageError, OSError) as err:
-        raise VolumeError("unreadable_slice", str(path), f"not a readable image ({err})") from None
+        raise VolumeError("unreadable_slice", str(path), f"not a readable image ({_reason(err, path)})") from None
 
 
 def read_slice_folder(folder: Path, limits: VolumeLimits = VolumeLimits()) -> Volume:
@@ -51,7 +56,7 @@ def read_slice_folder(folder: Path, limits: VolumeLimits = VolumeLimits()) -> Vo
             with Image.open(path) as img:
                 array[i] = np.asarray(img.convert("L"), dtype=np.float32) / 255.0
         except (UnidentifiedImageError, OSError) as err:
-            raise VolumeError("unreadable_slice", str(path), f"slice cannot be decoded ({err})") from None
+            raise VolumeError("unreadable_slice", str(path), f"slice cannot be decoded ({_reason(err, path)})") from None
     return Volume(
         voxels=array,
         kind="slices",

@@ -86,7 +86,7 @@ def test_provenance_fields():
     assert "dropped_slices" not in fields
     m3d = dict(encode_volume(volume(), recipe_from_options("m3d", bit_depth=16)).fields)
     assert m3d["preset"] == "m3d"
-    assert m3d["normalisation"] == "min-max, crop foreground, resize 32x256x256 area, 16-bit PNG"
+    assert m3d["normalisation"] == "min-max, crop foreground, resize 32x256x256 trilinear, 16-bit PNG"
 
 
 def test_sixteen_bit_frames():

@@ -1,17 +1,20 @@
-"""Intensity/geometry presets, and the acceptance point: the ``m3d`` preset reproduces M3D's preprocessing.
+"""Intensity/geometry presets, and the acceptance point: the ``m3d`` presets reproduce M3D's preprocessing.
 
 M3D (BAAI-DCAI/M3D, Data/process/m3d_cap_data_prepare.py) reads a slice folder as 8-bit grayscale / 255,
 keeps the slices of the most common shape, min-max normalises the (1, D, H, W) float32 array and applies
 
-    mtf.Compose([mtf.CropForeground(), mtf.Resize(spatial_size=[32, 256, 256])])
+    mtf.Compose([mtf.CropForeground(), mtf.Resize(spatial_size=[32, 256, 256], mode="bilinear")])   # commit b24a750
+    mtf.Compose([mtf.CropForeground(), mtf.Resize(spatial_size=[32, 256, 256])])                    # commit ac364a9
 
-(Resize's default mode is "area"). The reference below runs exactly that with MONAI.
+(MONAI runs "bilinear" on a volume as trilinear; Resize's default mode is "area"). Our ``m3d`` preset is the
+first, ``m3d-area`` the second. The reference below runs exactly those lines with MONAI (imported, never
+skipped: MONAI is in the test extra).
 
 Measured (numpy 2.4.6, torch 2.13 CPU, MONAI 1.6.1), max |omnivmed - MONAI| on the real CT DICOM series,
-the CT NIfTI, the MR NIfTI and a synthetic M3D slice folder (same figures on all four):
-    float (apply_recipe):      1.19e-07                    (asserted <= 1e-5)
+the CT NIfTI, the MR NIfTI and a synthetic M3D slice folder:
+    float (apply_recipe):      m3d-area 1.19e-07, m3d (trilinear) 1.79e-07   (asserted <= 1e-5)
     after 8-bit PNG storage:   1.9608e-03 = 0.50002 / 255   (asserted <= 0.5 / 255 + 1e-5 = 1.9708e-03)
-    after 16-bit PNG storage:  7.689e-06  = 0.5039 / 65535  (asserted <= 0.5 / 65535 + 1e-5 = 1.763e-05)
+    after 16-bit PNG storage:  7.75e-06  = 0.508 / 65535   (asserted <= 0.5 / 65535 + 1e-5 = 1.763e-05)
 i.e. the float result is MONAI's up to float32 rounding, and the stored slices are off only by PNG quantisation.
 """
 
@@ -156,10 +159,16 @@ def test_recipe_from_options_errors(kwargs, message):
 # --- the acceptance point: m3d == M3D's own preprocessing ---------------------------------------------
 
 
-@pytest.fixture(scope="module")
-def m3d_transform():
-    mtf = pytest.importorskip("monai.transforms")
-    return mtf.Compose([mtf.CropForeground(), mtf.Resize(spatial_size=[32, 256, 256])])
+M3D_VERSIONS = ("m3d", "m3d-area")
+
+
+@pytest.fixture(scope="module", params=M3D_VERSIONS)
+def m3d_version(request):
+    """(preset name, MONAI transform of the script version it reproduces)."""
+    import monai.transforms as mtf  # the reference; a missing MONAI must fail, not skip
+
+    resize = {"m3d": {"mode": "bilinear"}, "m3d-area": {}}[request.param]
+    return request.param, mtf.Compose([mtf.CropForeground(), mtf.Resize(spatial_size=[32, 256, 256], **resize)])
 
 
 def m3d_reference(transform, image_dhw: np.ndarray) -> np.ndarray:
@@ -179,18 +188,18 @@ def m3d_read_slice_folder(folder) -> np.ndarray:
     return np.vstack([i for i in images if i.shape == common])
 
 
-def compare_m3d(volume: Volume, reference: np.ndarray) -> dict[str, float]:
+def compare_m3d(volume: Volume, reference: np.ndarray, preset: str) -> dict[str, float]:
     """Max |difference| to the reference: float, after 8-bit and after 16-bit PNG storage; asserts the bounds."""
     assert reference.shape == M3D_SHAPE
-    normalised = apply_recipe(PRESETS["m3d"], volume)
+    normalised = apply_recipe(PRESETS[preset], volume)
     assert normalised.voxels.shape == M3D_SHAPE and normalised.voxels.dtype == np.float32
     diffs = {"float": float(np.abs(normalised.voxels - reference).max())}
-    for bits, recipe in ((8, PRESETS["m3d"]), (16, recipe_from_options("m3d", bit_depth=16))):
+    for bits, recipe in ((8, PRESETS[preset]), (16, recipe_from_options(preset, bit_depth=16))):
         encoded = encode_volume(volume, recipe)
         assert len(encoded.frames) == 32
         stored = np.stack([from_png(f) for f in encoded.frames])
         diffs[f"png{bits}"] = float(np.abs(stored - reference).max())
-    print(f"m3d max |diff| vs MONAI: {diffs}")
+    print(f"{preset} max |diff| vs MONAI: {diffs}")
     assert diffs["float"] <= FLOAT_TOLERANCE  # measured 1.19e-07
     assert diffs["png8"] <= PNG8_TOLERANCE  # measured 1.9608e-03 (0.50002 / 255)
     assert diffs["png16"] <= PNG16_TOLERANCE  # measured 7.689e-06 (0.5039 / 65535)
@@ -198,13 +207,15 @@ def compare_m3d(volume: Volume, reference: np.ndarray) -> dict[str, float]:
 
 
 @pytest.mark.parametrize("name", ["ct-dicom", "ct-nifti", "mr-nifti"])
-def test_m3d_preset_matches_monai_on_real_volumes(name, real_volumes, m3d_transform):
+def test_m3d_preset_matches_monai_on_real_volumes(name, real_volumes, m3d_version):
+    preset, transform = m3d_version
     volume = real_volumes[name]
-    reference = m3d_reference(m3d_transform, volume.voxels)
-    compare_m3d(volume, reference)
+    reference = m3d_reference(transform, volume.voxels)
+    compare_m3d(volume, reference, preset)
 
 
-def test_m3d_preset_matches_m3d_on_a_slice_folder(tmp_path, m3d_transform):
+def test_m3d_preset_matches_m3d_on_a_slice_folder(tmp_path, m3d_version):
+    preset, m3d_transform = m3d_version
     slices = m3d_like_slices(12, 40, 48, seed=5)
     slices.insert(6, np.full((30, 30), 200, dtype=np.uint8))  # an odd-sized key image: both drop it
     write_slice_folder(tmp_path / "case" / "series", slices, numbers=[i * 3 + 1 for i in range(len(slices))])
@@ -218,10 +229,11 @@ def test_m3d_preset_matches_m3d_on_a_slice_folder(tmp_path, m3d_transform):
     reference = m3d_reference(m3d_transform, m3d_input)
     uncropped = np.asarray(m3d_transform.transforms[1](m3d_input[None]))[0]
     assert np.abs(reference - uncropped).max() > 0.1
-    compare_m3d(volume, reference)
+    compare_m3d(volume, reference, preset)
 
 
 def test_m3d_crop_and_indices_on_the_real_series(real_volumes):
     normalised = apply_recipe(PRESETS["m3d"], real_volumes["ct-dicom"])
     assert normalised.slice_indices is None  # 20 slices resampled to 32
-    assert normalised.recipe.describe() == "min-max, crop foreground, resize 32x256x256 area, 8-bit PNG"
+    assert normalised.recipe.describe() == "min-max, crop foreground, resize 32x256x256 trilinear, 8-bit PNG"
+    assert PRESETS["m3d-area"].describe() == "min-max, crop foreground, resize 32x256x256 area, 8-bit PNG"
