@@ -285,8 +285,9 @@ def prefers_slices(settings: VolumeSettings) -> bool:
     return not (isinstance(recipe, VolumeRecipe) and replace(recipe, bit_depth=8) in (PRESETS["m3d"], PRESETS["m3d-area"]))
 
 
-def load_volume(raw: Path, index_path: str, settings: VolumeSettings) -> EncodedVolume:
-    """Find, read and encode the volume an index path names; VolumeError when it cannot be used."""
+def load_volume(raw: Path, index_path: str, settings: VolumeSettings) -> tuple[EncodedVolume, str]:
+    """Find, read and encode the volume an index path names, with the file it came from
+    (relative to raw); VolumeError when it cannot be used."""
     item = resolve_volume(raw, index_path, prefer_slices=prefers_slices(settings))
     rel = relative(item.path, raw)
     try:
@@ -294,8 +295,8 @@ def load_volume(raw: Path, index_path: str, settings: VolumeSettings) -> Encoded
             bit_depth = settings.recipe.bit_depth if isinstance(settings.recipe, VolumeRecipe) else 8
             volume = read_npy(item.path, settings.limits, rel)
             normalised = Normalised(volume.voxels, None, None, npy_recipe(bit_depth))
-            return encode_normalised(volume, normalised)
-        return encode_volume(read_volume(item, settings.limits), settings.recipe, rel)
+            return encode_normalised(volume, normalised), rel
+        return encode_volume(read_volume(item, settings.limits), settings.recipe, rel), rel
     except VolumeError as err:
         raise _scrubbed(err, raw) from None
 

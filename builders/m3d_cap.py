@@ -22,8 +22,7 @@ from pathlib import Path
 from typing import Iterator
 
 from omnivmed.builders.base import HELD_OUT_FIRST, Builder, BuilderItem, BuilderOption, LayoutError, Reject
-from omnivmed.builders.m3d import canonical_path, group_of, load_volume, report_text, resolve_text, resolve_volume, source_info
-from omnivmed.builders.m3d import comma_list, prefers_slices
+from omnivmed.builders.m3d import canonical_path, comma_list, group_of, load_volume, report_text, resolve_text, source_info
 from omnivmed.builders.volume_samples import (
     EncodedVolumeCache,
     relative,
@@ -143,8 +142,7 @@ class M3dCapBuilder(Builder):
             yield Reject(err.file, record, err.reason, f"{err.file}: {err.detail}")
             return
         try:
-            volume = cache.get(image)
-            volume_file = relative(resolve_volume(raw, image, prefer_slices=prefers_slices(self.settings)).path, raw)
+            volume, volume_file = cache.get(image)
         except VolumeError as err:
             yield volume_reject(err, raw, record)
             return

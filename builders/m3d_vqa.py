@@ -26,7 +26,7 @@ from pathlib import Path
 from typing import Iterator
 
 from omnivmed.builders.base import Builder, BuilderItem, BuilderOption, LayoutError, Reject
-from omnivmed.builders.m3d import comma_list, load_volume, prefers_slices, resolve_volume, source_info
+from omnivmed.builders.m3d import comma_list, load_volume, source_info
 from omnivmed.builders.volume_samples import (
     EncodedVolumeCache,
     relative,
@@ -179,8 +179,7 @@ class M3dVqaBuilder(Builder):
         if not forms:
             return
         try:
-            volume = cache.get(image)
-            volume_file = relative(resolve_volume(raw, image, prefer_slices=prefers_slices(self.settings)).path, raw)
+            volume, volume_file = cache.get(image)
         except VolumeError as err:
             yield volume_reject(err, raw, record)
             return

@@ -106,7 +106,7 @@ def volume_sample(
 
 
 class EncodedVolumeCache:
-    """The last few encoded volumes by key; rows about one volume are usually adjacent."""
+    """The last few loaded volumes by key; rows about one volume are usually adjacent."""
 
     def __init__(self, load: Callable[[str], EncodedVolume], max_items: int = 4):
         self._load = load

@@ -28,24 +28,17 @@ from support.m3d_trees import (
 )
 from support.volume_files import write_slice_folder
 from support.raw_trees import read_rejects
+from support.samples import build_named, samples_of
 
 from omnivmed.builders import BuilderOptionError, LayoutError, get_builder
 from omnivmed.builders.m3d import remove_diacritics, report_text, resolve_volume
 from omnivmed.builders.m3d_cap import REPORT_PROMPTS, report_prompt
-from omnivmed.data.build import build_source
-from omnivmed.data.manifest import Manifest
-from omnivmed.data.shards import iter_samples
 from omnivmed.data.volume import PRESETS, VolumeError, VolumeInput, encode_volume, read_volume
 from omnivmed.data.volume.encode import from_png
 
 
 def build(raw: Path, out: Path, **options):
-    return build_source(get_builder("m3d_cap", options), raw, out, progress=False)
-
-
-def samples_of(out: Path) -> list:
-    manifest = Manifest.load(out / "manifest.json")
-    return [s for shard in manifest.shards for s in iter_samples(out / shard.path)]
+    return build_named("m3d_cap", raw, out, **options)
 
 
 @pytest.fixture(scope="module")

@@ -23,22 +23,15 @@ from support.m3d_trees import (
     write_vqa_csv,
 )
 from support.raw_trees import read_rejects
+from support.samples import build_named, samples_of
 
 import omnivmed.builders.m3d_vqa as m3d_vqa
 from omnivmed.builders import BuilderOptionError, LayoutError, get_builder
-from omnivmed.data.build import build_source
-from omnivmed.data.manifest import Manifest
-from omnivmed.data.shards import iter_samples
 from omnivmed.data.volume.encode import from_png
 
 
 def build(raw: Path, out: Path, **options):
-    return build_source(get_builder("m3d_vqa", options), raw, out, progress=False)
-
-
-def samples_of(out: Path) -> list:
-    manifest = Manifest.load(out / "manifest.json")
-    return [s for shard in manifest.shards for s in iter_samples(out / shard.path)]
+    return build_named("m3d_vqa", raw, out, **options)
 
 
 @pytest.fixture(scope="module")

@@ -13,18 +13,12 @@ import pytest
 
 from omnivmed.builders import BuilderOptionError, LayoutError, get_builder
 from omnivmed.data.build import build_source
-from omnivmed.data.manifest import Manifest
-from omnivmed.data.shards import iter_samples
 from omnivmed.data.volume.encode import from_png
 from support.raw_trees import read_rejects
+from support.samples import build_named, samples_of
 
 DATA = Path(__file__).resolve().parents[2] / "data" / "volumes"
 DICOM = DATA / "ct_dicom_series"
-
-
-def samples_of(out: Path) -> list:
-    manifest = Manifest.load(out / "manifest.json")
-    return [s for shard in manifest.shards for s in iter_samples(out / shard.path)]
 
 
 def copy_real(raw: Path, *names: str) -> Path:
@@ -39,7 +33,7 @@ def copy_real(raw: Path, *names: str) -> Path:
 
 
 def build(raw: Path, out: Path, **options):
-    return build_source(get_builder("volumes", options), raw, out, progress=False)
+    return build_named("volumes", raw, out, **options)
 
 
 def test_real_volumes_with_the_vendored_annotations(tmp_path):

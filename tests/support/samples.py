@@ -1,11 +1,28 @@
-"""Small Samples with real encoded images, for shard and manifest tests."""
+"""Small Samples with real encoded images, and building a source to read its Samples back."""
 
 from __future__ import annotations
+
+from pathlib import Path
 
 import cv2
 import numpy as np
 
-from omnivmed.data.schema import Provenance, Turn, make_sample
+from omnivmed.builders import get_builder
+from omnivmed.data.build import BuildResult, build_source
+from omnivmed.data.manifest import Manifest
+from omnivmed.data.schema import Provenance, Sample, Turn, make_sample
+from omnivmed.data.shards import iter_samples
+
+
+def build_named(source: str, raw: Path, out: Path, **options: str) -> BuildResult:
+    """Build ``raw`` with the registered builder ``source`` configured by ``options``, quietly."""
+    return build_source(get_builder(source, options), raw, out, progress=False)
+
+
+def samples_of(out: Path) -> list[Sample]:
+    """Every Sample of a finished build, in shard order."""
+    manifest = Manifest.load(Path(out) / "manifest.json")
+    return [s for shard in manifest.shards for s in iter_samples(Path(out) / shard.path)]
 
 
 def jpeg(seed: int, size: int = 32) -> bytes:
