@@ -11,7 +11,7 @@ from __future__ import annotations
 from collections import OrderedDict
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable
+from typing import Callable, Generic, TypeVar
 
 from omnivmed.builders.base import BuilderOption, BuilderOptionError, Reject, SourceInfo
 from omnivmed.data.schema import IMAGE_TOKEN, Provenance, Sample, Turn, make_sample
@@ -105,16 +105,20 @@ def volume_sample(
     )
 
 
-class EncodedVolumeCache:
+Loaded = TypeVar("Loaded")
+
+
+class EncodedVolumeCache(Generic[Loaded]):
     """The last few loaded volumes by key; rows about one volume are usually adjacent."""
 
-    def __init__(self, load: Callable[[str], EncodedVolume], max_items: int = 4):
+    def __init__(self, load: Callable[[str], Loaded], max_items: int = 4):
         self._load = load
-        self._items: OrderedDict[str, EncodedVolume | VolumeError] = OrderedDict()
+        self._items: OrderedDict[str, Loaded | VolumeError] = OrderedDict()
         self._max = max_items
 
-    def get(self, key: str) -> EncodedVolume:
-        """The encoded volume, or raises the VolumeError it failed with (also cached: reported once per row)."""
+    def get(self, key: str) -> Loaded:
+        """What ``load`` gave for ``key``, or raises the VolumeError it failed with (cached too: one
+        failed read, a reject for every row that names it)."""
         if key in self._items:
             self._items.move_to_end(key)
             found = self._items[key]
