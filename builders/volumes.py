@@ -82,6 +82,7 @@ class VolumesBuilder(Builder):
         BuilderOption("modality", "", "modality of volumes whose headers do not say (NIfTI, slice folders): e.g. ct, mri"),
         BuilderOption("license", "", "license of your collection, written into every sample's provenance"),
         BuilderOption("homepage", "", "where your collection comes from (URL), for provenance and the data card"),
+        BuilderOption("citation", "", "how your collection asks to be cited, for the data card"),
     )
 
     def configure(self) -> None:
@@ -92,7 +93,10 @@ class VolumesBuilder(Builder):
         if modality and modality not in MODALITIES:
             raise BuilderOptionError(f"volumes: modality {modality!r} is not one of {', '.join(MODALITIES)}")
         self.info = replace(
-            INFO, license=self.options["license"] or INFO.license, homepage=self.options["homepage"] or INFO.homepage
+            INFO,
+            license=self.options["license"] or INFO.license,
+            homepage=self.options["homepage"] or INFO.homepage,
+            citation=self.options["citation"],
         )
 
     # -- layout -------------------------------------------------------------------------------

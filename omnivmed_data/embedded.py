@@ -70,6 +70,9 @@ def build_embedded(out: Path, data_dir: Path | None = None, *, progress: bool = 
         "volumes": {
             "license": "Apache-2.0 (TotalSegmentator repository)",
             "homepage": "https://github.com/wasserth/TotalSegmentator",
+            "citation": "Wasserthal J, Breit HC, Meyer MT, et al. TotalSegmentator: Robust Segmentation of 104 "
+            "Anatomic Structures in CT Images. Radiology: Artificial Intelligence 5(5), e230024 (2023). "
+            "doi:10.1148/ryai.230024",
         }
     }
     manifests = []
