@@ -8,8 +8,11 @@ The resizes reproduce ``torch.nn.functional.interpolate`` (which MONAI's
 * ``trilinear`` uses half-pixel centres (align_corners=False) with the source
   index clamped at 0, like torch.
 
-Both are separable, so each is three small matrix products; the result
-differs from torch's only by float32 rounding order.
+Both are separable and run axis by axis with element-wise numpy only:
+gathers and weighted sums for trilinear, window means for area. No BLAS
+matrix product on purpose: its result depends on the BLAS thread count in
+the last bit, which would change PNG bytes and sample ids from one machine
+to the next (and its thread pool fights SimpleITK's on small machines).
 """
 
 from __future__ import annotations
@@ -34,26 +37,35 @@ def foreground_box(array: np.ndarray) -> tuple[slice, slice, slice] | None:
     return tuple(box)
 
 
-def _area_weights(n_in: int, n_out: int) -> np.ndarray:
-    weights = np.zeros((n_out, n_in), dtype=np.float32)
-    for i in range(n_out):
-        start = (i * n_in) // n_out
-        end = math.ceil((i + 1) * n_in / n_out)
-        weights[i, start:end] = 1.0 / (end - start)
-    return weights
-
-
-def _linear_weights(n_in: int, n_out: int) -> np.ndarray:
-    weights = np.zeros((n_out, n_in), dtype=np.float32)
+def _linear_taps(n_in: int, n_out: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """For every output index: the two input neighbours and the weight of the second."""
     scale = n_in / n_out
+    src = np.maximum((np.arange(n_out) + 0.5) * scale - 0.5, 0.0)
+    lower = np.minimum(np.floor(src).astype(np.int64), n_in - 1)
+    upper = np.minimum(lower + 1, n_in - 1)
+    return lower, upper, (src - lower).astype(np.float32)
+
+
+def _resize_axis(array: np.ndarray, axis: int, n_out: int, mode: str) -> np.ndarray:
+    n_in = array.shape[axis]
+    if n_in == n_out:
+        return array
+    if mode == "trilinear":
+        lower, upper, frac = _linear_taps(n_in, n_out)
+        shape = [1, 1, 1]
+        shape[axis] = n_out
+        frac = frac.reshape(shape)
+        return np.take(array, lower, axis=axis) * (np.float32(1) - frac) + np.take(array, upper, axis=axis) * frac
+    out_shape = list(array.shape)
+    out_shape[axis] = n_out
+    out = np.empty(out_shape, dtype=np.float32)
+    window = [slice(None)] * 3
+    target = [slice(None)] * 3
     for i in range(n_out):
-        src = max((i + 0.5) * scale - 0.5, 0.0)
-        i0 = min(int(math.floor(src)), n_in - 1)
-        i1 = min(i0 + 1, n_in - 1)
-        frac = src - i0
-        weights[i, i0] += 1.0 - frac
-        weights[i, i1] += frac
-    return weights
+        window[axis] = slice((i * n_in) // n_out, math.ceil((i + 1) * n_in / n_out))
+        target[axis] = slice(i, i + 1)
+        out[tuple(target)] = array[tuple(window)].mean(axis=axis, keepdims=True, dtype=np.float32)
+    return out
 
 
 def resize(array: np.ndarray, shape: tuple[int, int, int], mode: str = "area") -> np.ndarray:
@@ -62,13 +74,8 @@ def resize(array: np.ndarray, shape: tuple[int, int, int], mode: str = "area") -
         raise ValueError(f"resize mode {mode!r} is not one of {', '.join(RESIZE_MODES)}")
     if tuple(array.shape) == tuple(shape):
         return array
-    make = _area_weights if mode == "area" else _linear_weights
-    out = array
-    d, h, w = shape
-    if out.shape[2] != w:
-        out = out @ make(out.shape[2], w).T  # (D, H, w)
-    if out.shape[1] != h:
-        out = make(out.shape[1], h) @ out  # (D, h, w), broadcast over D
-    if out.shape[0] != d:
-        out = np.tensordot(make(out.shape[0], d), out, axes=(1, 0))
+    out = array.astype(np.float32, copy=False)
+    # Width first, then height, then depth: the order torch's separable kernels use.
+    for axis in (2, 1, 0):
+        out = _resize_axis(out, axis, shape[axis], mode)
     return np.ascontiguousarray(out, dtype=np.float32)

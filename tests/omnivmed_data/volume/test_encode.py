@@ -2,6 +2,10 @@
 
 from __future__ import annotations
 
+import os
+import subprocess
+import sys
+
 import cv2
 import numpy as np
 import pytest
@@ -10,7 +14,7 @@ from omnivmed.data.volume.core import Volume
 from omnivmed.data.volume.discover import classify, read_volume
 from omnivmed.data.volume.encode import encode_volume, from_png, to_png
 from omnivmed.data.volume.presets import PRESETS, recipe_from_options
-from support.volume_files import MR_NIFTI, m3d_like_slices, write_slice_folder
+from support.volume_files import CT_NIFTI, MR_NIFTI, m3d_like_slices, write_slice_folder
 
 DIRECTION = (1.0, 0.0, 0.0, 0.0, 1.0, 0.0, 0.0, 0.0, 1.0)
 
@@ -113,3 +117,21 @@ def test_slice_folder_and_nifti_fields(tmp_path):
 @pytest.mark.parametrize("modality, expected", [("CT", "ct"), ("MR", "mri"), ("PT", "pet"), ("OT", None), (None, None)])
 def test_modality_vocabulary(modality, expected):
     assert encode_volume(volume((2, 3, 3), modality=modality), "minmax").modality == expected
+
+
+def test_stored_bytes_do_not_depend_on_the_blas_thread_count():
+    """Sample ids hash the PNG bytes: they must be the same on every machine, so no BLAS sums."""
+    script = (
+        "import hashlib, sys; from omnivmed.data.volume import *; from omnivmed.data.volume.discover import classify;"
+        "v = read_volume(classify(__import__('pathlib').Path(sys.argv[1])));"
+        "e = encode_volume(v, recipe_from_options(sys.argv[2]));"
+        "print(hashlib.sha256(b''.join(e.frames)).hexdigest())"
+    )
+    digests = set()
+    for threads in ("1", "2", "4"):
+        env = {**os.environ, "OPENBLAS_NUM_THREADS": threads, "OMP_NUM_THREADS": threads, "MKL_NUM_THREADS": threads}
+        for preset in ("m3d", "m3d-area"):
+            run = subprocess.run([sys.executable, "-c", script, str(CT_NIFTI), preset], env=env, capture_output=True, text=True)
+            assert run.returncode == 0, run.stderr
+            digests.add((preset, run.stdout.strip()))
+    assert len(digests) == 2  # one digest per preset, whatever the thread count
