@@ -34,6 +34,7 @@ test: $(STAMP)
 
 bench: $(STAMP)
 	$(BIN)/python benchmarks/bench_shards.py
+	$(BIN)/python benchmarks/bench_volumes.py
 
 clean:
 	rm -rf out build *.egg-info
