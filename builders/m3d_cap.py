@@ -31,6 +31,7 @@ from omnivmed.builders.volume_samples import (
     volume_sample,
     volume_settings,
 )
+from omnivmed.builders.vqa2d import load_json
 from omnivmed.data.schema import SchemaError
 from omnivmed.data.volume import VolumeError
 
@@ -109,7 +110,7 @@ class M3dCapBuilder(Builder):
     def generate(self, raw: Path) -> Iterator[BuilderItem]:
         index = find_index(raw)
         rel_index = relative(index, raw)
-        data, reject = _load_index(index, rel_index)
+        data, reject = load_json(index, raw, dict)
         if reject is not None:
             yield reject
             return
@@ -179,15 +180,3 @@ def _report(raw: Path, text_path: str) -> tuple[str, str]:
     if not report:
         raise VolumeError("empty_report", rel, "the text file holds no report")
     return report, rel
-
-
-def _load_index(path: Path, rel: str) -> tuple[dict | None, Reject | None]:
-    try:
-        data = json.loads(path.read_text(encoding="utf-8"))
-    except json.JSONDecodeError as err:
-        return None, Reject(rel, "-", "malformed_json", f"{rel}: not valid JSON ({err})")
-    except (OSError, UnicodeDecodeError) as err:
-        return None, Reject(rel, "-", "malformed_json", f"{rel}: cannot read ({err.__class__.__name__})")
-    if not isinstance(data, dict):
-        return None, Reject(rel, "-", "malformed_json", f"{rel}: expected an object of splits, found {type(data).__name__}")
-    return data, None

@@ -102,18 +102,24 @@ def reject_from(error: Exception, file: str, record: str) -> Reject:
     raise error
 
 
-def load_json_list(path: Path, raw: Path) -> tuple[list | None, Reject | None]:
-    """Read a JSON array; a malformed file becomes one Reject instead of a crash."""
+def load_json(path: Path, raw: Path, expected: type = list) -> tuple[list | dict | None, Reject | None]:
+    """Read a JSON array (or object); a malformed file becomes one Reject instead of a crash."""
     rel = path.relative_to(raw).as_posix()
     try:
         data = json.loads(path.read_text(encoding="utf-8"))
     except json.JSONDecodeError as err:
         return None, Reject(rel, "-", "malformed_json", f"{rel}: not valid JSON ({err})")
     except (OSError, UnicodeDecodeError) as err:
-        return None, Reject(rel, "-", "malformed_json", f"{rel}: cannot read ({err})")
-    if not isinstance(data, list):
-        return None, Reject(rel, "-", "malformed_json", f"{rel}: expected a JSON array, found {type(data).__name__}")
+        why = err.strerror if isinstance(err, OSError) else str(err)  # an OSError's text holds the absolute path
+        return None, Reject(rel, "-", "malformed_json", f"{rel}: cannot read ({why})")
+    if not isinstance(data, expected):
+        what = "a JSON array" if expected is list else "a JSON object"
+        return None, Reject(rel, "-", "malformed_json", f"{rel}: expected {what}, found {type(data).__name__}")
     return data, None
+
+
+def load_json_list(path: Path, raw: Path) -> tuple[list | None, Reject | None]:
+    return load_json(path, raw, list)
 
 
 def iter_parquet_vqa(path: Path, raw: Path) -> Iterator[tuple[int, dict | None, EncodedImage | Reject]]:
