@@ -111,6 +111,17 @@ class Builder(ABC):
     def configure(self) -> None:
         """Parse ``self.options``; the default has nothing to parse."""
 
+    def begin(self, out: Path) -> None:
+        """Called once before :meth:`generate` with the build's output folder.
+
+        Builders with expensive intermediate products (decoded video clips) keep a
+        cache under it, so a re-run after a crash redoes only what is missing.
+        """
+
+    def counters(self) -> dict[str, int]:
+        """Deterministic counts worth a line in the manifest (e.g. clips padded at a video's start)."""
+        return {}
+
     @abstractmethod
     def check_layout(self, raw: Path) -> None:
         """Raise :class:`LayoutError` unless ``raw`` holds this source."""

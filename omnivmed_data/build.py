@@ -92,6 +92,7 @@ def build_source(
         return BuildResult(manifest_path, previous, reused=True, warnings=warnings)
 
     _clear_previous_outputs(out)
+    builder.begin(out)
     counts = {axis: Counter() for axis in COUNT_AXES}
     seen: set[str] = set()
     duplicates = 0
@@ -125,6 +126,7 @@ def build_source(
         sources=[SourceCard(info.name, info.homepage, info.license, info.citation)],
         inputs=inputs,
         options=dict(builder.options),
+        counters=dict(sorted(builder.counters().items())),
         duplicates_removed=duplicates,
         rejects=dict(sorted(Counter(r.reason for r in rejects).items())),
         rejects_report=REJECTS_NAME,

@@ -32,6 +32,8 @@ def combine_manifests(name: str, manifest_paths: list[Path], out_path: Path) -> 
         rejects.update({f"{part.name}:{reason}": n for reason, n in part.rejects.items()})
         combined.duplicates_removed += part.duplicates_removed
         combined.sources.extend(part.sources)
+        for key, n in part.counters.items():
+            combined.counters[f"{part.name}.{key}"] = n
         combined.options.update({f"{part.name}.{k}": v for k, v in part.options.items()})
         combined.inputs.extend(InputFile(f"{part.name}/{i.path}", i.bytes, i.sha256) for i in part.inputs)
     combined.counts = {axis: dict(sorted(c.items())) for axis, c in counts.items()}

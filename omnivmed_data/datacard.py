@@ -35,6 +35,8 @@ def render_datacard(manifest: Manifest, notes: list[str] | None = None) -> str:
         lines.append("- each rejected record is listed with its file and reason in the sources' `rejects.jsonl`")
     else:
         lines.append("- rejected: none")
+    if manifest.counters:
+        lines += [f"- {key.replace('_', ' ')}: {n:,}" for key, n in manifest.counters.items()]
     if manifest.options:
         lines += ["", "## Builder options", "", "| option | value |", "| --- | --- |"]
         lines += [f"| {key} | {value or '(default)'} |" for key, value in sorted(manifest.options.items())]

@@ -17,7 +17,7 @@ from omnivmed.builders import get_builder
 from omnivmed.data.build import build_source
 from omnivmed.data.combine import combine_manifests
 from omnivmed.data.datacard import write_datacard
-from omnivmed.data.fileio import atomic_write_bytes
+from omnivmed.data.fileio import write_if_changed
 from omnivmed.data.manifest import Manifest
 
 EMBEDDED_NAME = "omnivmed-embedded"
@@ -41,7 +41,7 @@ def prepare_slake_sample(official: Path, into: Path) -> Path:
     for name in SLAKE_FILES:
         rows = json.loads((official / name).read_text(encoding="utf-8"))
         kept = [r for r in rows if str(r.get("img_name", "")).split("/")[0] in present]
-        _write_if_changed(into / name, json.dumps(kept, ensure_ascii=False, indent=1).encode())
+        write_if_changed(into / name, json.dumps(kept, ensure_ascii=False, indent=1).encode())
     for folder in sorted(present):
         src = official / "imgs" / folder / "source.jpg"
         dst = into / "imgs" / folder / "source.jpg"
@@ -49,12 +49,6 @@ def prepare_slake_sample(official: Path, into: Path) -> Path:
             dst.parent.mkdir(parents=True, exist_ok=True)
             shutil.copyfile(src, dst)
     return into
-
-
-def _write_if_changed(path: Path, data: bytes) -> None:
-    if path.is_file() and path.read_bytes() == data:
-        return
-    atomic_write_bytes(path, data)
 
 
 def build_embedded(out: Path, data_dir: Path | None = None, *, progress: bool = True) -> Manifest:

@@ -62,6 +62,13 @@ def atomic_write_bytes(path: Path, data: bytes) -> None:
     fsync_dir(path.parent)
 
 
+def write_if_changed(path: Path, data: bytes) -> None:
+    """Atomic write, skipped when the file already holds these bytes (keeps mtimes and re-runs cheap)."""
+    if path.is_file() and path.read_bytes() == data:
+        return
+    atomic_write_bytes(path, data)
+
+
 def is_within(root: Path, candidate: Path) -> bool:
     """True when ``candidate`` (symlinks resolved) lies inside ``root``."""
     root = Path(os.path.realpath(root))

@@ -62,6 +62,8 @@ class Manifest:
     inputs: list[InputFile] = field(default_factory=list)
     # Builder settings that shaped the output (e.g. the volume preset); "source.option" keys when combined.
     options: dict[str, str] = field(default_factory=dict)
+    # Builder-specific counts that are not rejects (e.g. clips padded at a video's start).
+    counters: dict[str, int] = field(default_factory=dict)
     duplicates_removed: int = 0
     rejects: dict[str, int] = field(default_factory=dict)
     rejects_report: str | None = None

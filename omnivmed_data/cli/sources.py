@@ -115,6 +115,8 @@ def build(
     )
     for reason, n in m.rejects.items():
         console.print(f"  rejected {reason}: {n:,} (see {out / (m.rejects_report or 'rejects.jsonl')})")
+    for key, n in m.counters.items():
+        console.print(f"  {key.replace('_', ' ')}: {n:,}")
 
 
 def build_embedded(
