@@ -10,14 +10,30 @@ from omnivmed.builders.base import Builder, BuilderOptionError, LayoutError, Rej
 
 def _registry() -> dict[str, type[Builder]]:
     # Imported here so that importing one builder never pays for all of them.
+    from omnivmed.builders.cholec80_vqa import Cholec80VqaBuilder
+    from omnivmed.builders.endovis18_vqa import EndoVis18VqaBuilder
     from omnivmed.builders.m3d_cap import M3dCapBuilder
     from omnivmed.builders.m3d_vqa import M3dVqaBuilder
     from omnivmed.builders.pathvqa import PathVqaBuilder
+    from omnivmed.builders.psiava_vqa import PsiAvaVqaBuilder
     from omnivmed.builders.slake import SlakeBuilder
     from omnivmed.builders.volumes import VolumesBuilder
     from omnivmed.builders.vqa_rad import VqaRadBuilder
 
-    return {b.info.name: b for b in (VqaRadBuilder, SlakeBuilder, PathVqaBuilder, VolumesBuilder, M3dCapBuilder, M3dVqaBuilder)}
+    return {
+        b.info.name: b
+        for b in (
+            VqaRadBuilder,
+            SlakeBuilder,
+            PathVqaBuilder,
+            VolumesBuilder,
+            M3dCapBuilder,
+            M3dVqaBuilder,
+            Cholec80VqaBuilder,
+            EndoVis18VqaBuilder,
+            PsiAvaVqaBuilder,
+        )
+    }
 
 
 def builder_names() -> list[str]:

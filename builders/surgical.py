@@ -25,6 +25,7 @@ from omnivmed.builders.surgical_vocabularies import Vocabulary
 from omnivmed.builders.volume_samples import relative
 from omnivmed.data.schema import VIDEO_TOKEN, Provenance, SchemaError, Turn, VisualMeta, make_sample
 from omnivmed.data.video import Clip, ClipCache, ClipMaker, ClipSpec, DigestCache, FrameSource, VideoError, open_frames
+from omnivmed.data.video.windows import window_starts
 
 FRAME_SOURCES = ("folders", "videos")
 
@@ -42,6 +43,17 @@ class QaRecord:
     qa_file: str  # relative to the raw folder
     line: int
     category: str = ""  # PSI-AVA's C1..C4
+
+
+@dataclass(frozen=True)
+class CaptionWindow:
+    """A window of a whole video for captioning, with the QA lines of the frames it spans."""
+
+    split: str
+    video: str
+    source_path: str  # frame folder or video, relative to raw
+    clip: Clip
+    qa: tuple[tuple[int, str, str], ...]  # (frame index, question, answer)
 
 
 @dataclass(frozen=True)
@@ -130,6 +142,7 @@ class SurgicalVqaBuilder(Builder):
             raise BuilderOptionError(f"{self.info.name}: {err}") from None
         self._work: Path | None = None
         self._padded = 0
+        self.clip_stats: dict[str, int] = {}
 
     def begin(self, out: Path) -> None:
         self._work = out
@@ -199,6 +212,52 @@ class SurgicalVqaBuilder(Builder):
                     yield self._reject(err, raw, record)
                     continue
                 yield from self._sample(raw, record, clip, source)
+        finally:
+            for source in sources.values():
+                if not isinstance(source, VideoError):
+                    source.close()
+            # Not in the manifest (a resumed build reuses what a clean one makes): for logs and tests.
+            self.clip_stats = {"made": maker.made, "reused": maker.reused}
+
+    def windows(self, raw: Path, out: Path, step: int) -> Iterator[CaptionWindow | Reject]:
+        """The second mode: every video cut into windows of ``clip_length`` frames at ``stride``, one
+        window every ``step`` frames, each with the QA lines of the frames it covers (the captioner's
+        input). Clips are cached under ``out/clips`` like the QA clips."""
+        cache = ClipCache(out / "clips")
+        digests = DigestCache(out / "clips" / "video-digests.json")
+        maker = ClipMaker(self.spec, cache)
+        by_video: dict[tuple[str, str], list[QaRecord]] = {}
+        for item in self.records(raw):
+            if isinstance(item, Reject):
+                yield item
+            else:
+                by_video.setdefault((item.split, item.video), []).append(item)
+        order = {split: n for n, split in enumerate(HELD_OUT_FIRST)}
+        sources: OrderedDict[Path, FrameSource | VideoError] = OrderedDict()
+        try:
+            for split, video in sorted(by_video, key=lambda k: (order[k[0]], k[1])):
+                records = by_video[(split, video)]
+                try:
+                    source = self._source(raw, records[0], sources, digests)
+                except VideoError as err:
+                    yield self._reject(err, raw, records[0])
+                    continue
+                qa_by_index: dict[int, list[QaRecord]] = {}
+                for record in records:
+                    qa_by_index.setdefault(self._frame_index(record, source), []).append(record)
+                for anchor in window_starts(source.indices(), self.spec, step):
+                    try:
+                        clip = maker.clip(source, anchor)
+                    except VideoError as err:
+                        yield self._reject(err, raw, records[0])
+                        continue
+                    covered = range(clip.frame_indices[0], clip.frame_indices[-1] + 1)
+                    qa = tuple(
+                        (index, r.question, r.answer)
+                        for index in covered
+                        for r in sorted(qa_by_index.get(index, ()), key=lambda r: (r.variant, r.qa_file, r.line))
+                    )
+                    yield CaptionWindow(split, video, relative(source.path, raw), clip, qa)
         finally:
             for source in sources.values():
                 if not isinstance(source, VideoError):

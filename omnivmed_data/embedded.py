@@ -1,4 +1,5 @@
-"""The embedded default: real VQA-RAD, SLAKE and CT/MR volume samples vendored in ``data/``.
+"""The embedded default: real VQA-RAD, SLAKE and CT/MR volume samples vendored in ``data/``, plus
+generated surgical clips in the real Cholec80-VQA layout.
 
 ``make instruct-dataset`` builds these without network so a fresh clone shows
 the whole path (build, manifest, verify, data card) on real files. The SLAKE
@@ -19,6 +20,7 @@ from omnivmed.data.combine import combine_manifests
 from omnivmed.data.datacard import write_datacard
 from omnivmed.data.fileio import write_if_changed
 from omnivmed.data.manifest import Manifest
+from omnivmed.data.surgical_demo import write_demo_tree
 
 EMBEDDED_NAME = "omnivmed-embedded"
 SLAKE_FILES = ("train.json", "validate.json", "test.json")
@@ -59,8 +61,11 @@ def build_embedded(out: Path, data_dir: Path | None = None, *, progress: bool = 
         "slake": prepare_slake_sample(data_dir / "slake", out / "raw" / "slake"),
         # A real CT DICOM series and CT/MR NIfTI volumes with header-derived questions.
         "volumes": data_dir / "volumes",
+        # No surgical video has an open license: generated frames in the real Cholec80-VQA layout.
+        "cholec80_vqa": write_demo_tree(out / "raw" / "cholec80_vqa"),
     }
     options = {
+        "cholec80_vqa": {"short_side": "0"},  # the generated frames are already small (120x160)
         "volumes": {
             "license": "Apache-2.0 (TotalSegmentator repository)",
             "homepage": "https://github.com/wasserth/TotalSegmentator",
@@ -88,6 +93,11 @@ def build_embedded(out: Path, data_dir: Path | None = None, *, progress: bool = 
             "and two NIfTI volumes (CT, MR), stored as PNG slices in the LPS frame (CT window soft tissue, MR "
             "0.5-99.5 percentile). Their questions and acquisition captions (data/volumes/annotations.csv) are read "
             "from the headers only: modality, plane, contrast given, size and spacing; no finding is claimed.",
+            "Surgical video: GENERATED frames (drawn by omnivmed_data/surgical_demo.py: a reddish field with moving "
+            "grey bars) in the REAL Cholec80-VQA layout (Classification/<video>/<frame>.txt question|answer lines, "
+            "cropped_image/<video>/<frame>.png, frames that are multiples of 100, video 5 held out), cut into clips of "
+            "8 neighbouring frames; the answers are Cholec80-VQA classes but depict nothing real. They show the "
+            "video path only; no surgical knowledge is in them.",
         ],
     )
     return manifest

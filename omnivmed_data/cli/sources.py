@@ -119,6 +119,30 @@ def build(
         console.print(f"  {key.replace('_', ' ')}: {n:,}")
 
 
+def windows(
+    source: SourceArg,
+    raw: Annotated[Path, typer.Option("--raw", help="The surgical source's raw folder.")],
+    out: Annotated[Path, typer.Option("--out", help="Output folder for windows.arrow, windows.json and the clip cache.")],
+    step: Annotated[int, typer.Option("--step", min=1, help="Start a window every STEP frames of the video.")] = 25,
+    option: OptionOpt = None,
+    progress: ProgressOpt = None,
+) -> None:
+    """Cut the videos of a surgical SOURCE into fixed-length windows for captioning, with their frames' QA text."""
+    from omnivmed.builders.surgical import SurgicalVqaBuilder
+    from omnivmed.data.caption_inputs import write_caption_inputs
+
+    builder = _builder(source, _parse_options(option))
+    if not isinstance(builder, SurgicalVqaBuilder):
+        fail(f"{source} is not a surgical video source; windows come from cholec80_vqa, endovis18_vqa or psiava_vqa", code=2)
+    try:
+        result = write_caption_inputs(builder, raw, out, step=step, progress=show_progress() if progress is None else progress)
+    except LayoutError as err:
+        fail(str(err), code=2)
+    console.print(f"{source}: {result.windows:,} windows -> {result.path}")
+    for reason, n in result.rejects.items():
+        console.print(f"  rejected {reason}: {n:,} (see {out / 'rejects.jsonl'})")
+
+
 def build_embedded(
     out: Annotated[Path, typer.Option("--out", help="Output folder.")] = Path("out/omnivmed-embedded"),
     data: Annotated[
@@ -140,4 +164,5 @@ def register(app: typer.Typer) -> None:
     app.command()(sources)
     app.command()(download)
     app.command()(build)
+    app.command()(windows)
     app.command("build-embedded")(build_embedded)

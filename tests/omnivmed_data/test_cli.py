@@ -83,12 +83,14 @@ def test_build_embedded_writes_a_verified_manifest_and_a_card(tmp_path):
     result = run("build-embedded", "--out", out, "--no-progress")
     assert result.exit_code == 0, result.output
     manifest = Manifest.load(out / "manifest.json")
-    assert set(manifest.counts["source"]) == {"vqa_rad", "slake", "volumes"}
+    assert set(manifest.counts["source"]) == {"vqa_rad", "slake", "volumes", "cholec80_vqa"}
     assert manifest.counts["source"]["vqa_rad"] == 2244
     # 3 real volumes x their rows in data/volumes/annotations.csv (10 rows).
     assert manifest.counts["source"]["volumes"] == 10
     assert manifest.counts["visual_kind"]["volume"] == 10
+    # Generated frames in the real Cholec80-VQA layout: 5 kept QA lines per video, 2 videos.
+    assert manifest.counts["visual_kind"]["video"] == 10 and manifest.counts["split"]["validation"] >= 4
     assert run("verify", out / "manifest.json").exit_code == 0
     card = (out / "README.md").read_text()
     assert "CC0-1.0" in card and "CC-BY-4.0" in card and "Apache-2.0 (TotalSegmentator" in card
-    assert "## Samples by modality" in card
+    assert "## Samples by modality" in card and "GENERATED frames" in card
