@@ -1,0 +1,57 @@
+"""Surgical video: frames from frame folders or video files, cut into clips of consecutive frames.
+
+``open_frames`` gives a :class:`FrameSource` (a frame folder or a video decoded with
+PyAV, frames addressed by index); a :class:`ClipMaker` cuts a :class:`ClipSpec` clip
+(k frames at stride s ending at, or centred on, a QA frame; resized, JPEG-encoded) with
+an id derived from the source's checksum, the frame indices and the spec, through an
+optional on-disk :class:`ClipCache`; ``window_starts`` / ``iter_windows`` cut whole
+videos into fixed-length windows for captioning.
+"""
+
+from omnivmed.data.video.clips import (
+    Clip,
+    ClipCache,
+    ClipMaker,
+    ClipSpec,
+    clip_id,
+    clip_positions,
+    encode_jpeg,
+    jpeg_size,
+    resize_short_side,
+    resized_shape,
+)
+from omnivmed.data.video.core import REASONS, VideoError
+from omnivmed.data.video.frames import (
+    DigestCache,
+    FolderFrames,
+    FrameSource,
+    VideoFrames,
+    frame_files,
+    open_frames,
+    read_frame_file,
+)
+from omnivmed.data.video.windows import iter_windows, window_starts
+
+__all__ = [
+    "REASONS",
+    "Clip",
+    "ClipCache",
+    "ClipMaker",
+    "ClipSpec",
+    "DigestCache",
+    "FolderFrames",
+    "FrameSource",
+    "VideoError",
+    "VideoFrames",
+    "clip_id",
+    "clip_positions",
+    "encode_jpeg",
+    "frame_files",
+    "iter_windows",
+    "jpeg_size",
+    "open_frames",
+    "read_frame_file",
+    "resize_short_side",
+    "resized_shape",
+    "window_starts",
+]
