@@ -18,8 +18,7 @@ from omnivmed.builders.surgical import (
     QaRecord,
     SurgicalVqaBuilder,
     classification_label,
-    read_qa_lines,
-    trailing_int,
+    frame_qa_records,
     variants_option,
 )
 from omnivmed.builders.surgical_vocabularies import CHOLEC80, cholec80_task
@@ -82,19 +81,9 @@ class Cholec80VqaBuilder(SurgicalVqaBuilder):
                     continue
                 split = "validation" if int(video_dir.name) in VALIDATION_VIDEOS else "train"
                 for qa_file in sorted(video_dir.glob("*.txt")):
-                    frame = trailing_int(qa_file.stem)
-                    rel = relative(qa_file, raw)
-                    if frame is None:
-                        yield Reject(rel, "-", "bad_frame_name", f"{rel}: no frame number in the file name")
-                        continue
-                    if frame % self.frame_multiple:
-                        continue
-                    for item in read_qa_lines(qa_file, raw, 2):
-                        if isinstance(item, Reject):
-                            yield item
-                            continue
-                        line, (question, answer) = item
-                        yield QaRecord(split, video_dir.name, frame, question, answer, variant, rel, line)
+                    yield from frame_qa_records(
+                        qa_file, raw, split=split, video=video_dir.name, variant=variant, frame_multiple=self.frame_multiple
+                    )
 
     def frame_folder(self, raw: Path, record: QaRecord) -> Path:
         return self.root(raw) / "cropped_image" / record.video

@@ -18,8 +18,7 @@ from omnivmed.builders.surgical import (
     QaRecord,
     SurgicalVqaBuilder,
     classification_label,
-    read_qa_lines,
-    trailing_int,
+    frame_qa_records,
     variants_option,
 )
 from omnivmed.builders.surgical_vocabularies import ENDOVIS18, endovis18_task
@@ -77,16 +76,7 @@ class EndoVis18VqaBuilder(SurgicalVqaBuilder):
                     if split is None:
                         yield Reject(rel, "-", "unlisted_sequence", f"{rel}: {seq.name} is in neither the anchors' train nor validation list")
                         continue
-                    frame = trailing_int(qa_file.stem)
-                    if frame is None:
-                        yield Reject(rel, "-", "bad_frame_name", f"{rel}: no frame number in the file name")
-                        continue
-                    for item in read_qa_lines(qa_file, raw, 2):
-                        if isinstance(item, Reject):
-                            yield item
-                            continue
-                        line, (question, answer) = item
-                        yield QaRecord(split, seq.name, frame, question, answer, variant, rel, line)
+                    yield from frame_qa_records(qa_file, raw, split=split, video=seq.name, variant=variant)
 
     def frame_folder(self, raw: Path, record: QaRecord) -> Path:
         return self.root(raw) / record.video / "left_frames"

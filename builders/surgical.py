@@ -92,6 +92,26 @@ def read_qa_lines(path: Path, raw: Path, fields: int) -> Iterator[tuple[int, lis
         yield number, parts
 
 
+def frame_qa_records(
+    qa_file: Path, raw: Path, *, split: str, video: str, variant: str, frame_multiple: int = 1
+) -> Iterator[QaRecord | Reject]:
+    """The records of a per-frame QA file (``<frame>.txt``, ``frame005_QA.txt``): the frame is the
+    number in its name; frames that are not a multiple of ``frame_multiple`` are left out."""
+    rel = relative(qa_file, raw)
+    frame = trailing_int(qa_file.stem)
+    if frame is None:
+        yield Reject(rel, "-", "bad_frame_name", f"{rel}: no frame number in the file name")
+        return
+    if frame % frame_multiple:
+        return
+    for item in read_qa_lines(qa_file, raw, 2):
+        if isinstance(item, Reject):
+            yield item
+            continue
+        line, (question, answer) = item
+        yield QaRecord(split, video, frame, question, answer, variant, rel, line)
+
+
 def clip_option_specs() -> tuple[BuilderOption, ...]:
     return (
         BuilderOption("frames", "folders", "where frames come from: folders (the frame images) or videos (the source videos)"),
