@@ -23,7 +23,9 @@ def built(tmp_path):
     return raw, out
 
 
-@pytest.mark.parametrize("command", [[], ["download"], ["build"], ["verify"], ["stats"], ["build-embedded"]])
+@pytest.mark.parametrize(
+    "command", [[], ["sources"], ["download"], ["build"], ["windows"], ["verify"], ["stats"], ["build-embedded"]]
+)
 def test_every_command_has_help(command):
     result = run(*command, "--help")
     assert result.exit_code == 0
@@ -94,3 +96,38 @@ def test_build_embedded_writes_a_verified_manifest_and_a_card(tmp_path):
     card = (out / "README.md").read_text()
     assert "CC0-1.0" in card and "CC-BY-4.0" in card and "Apache-2.0 (TotalSegmentator" in card
     assert "## Samples by modality" in card and "GENERATED frames" in card
+
+
+def test_sources_lists_builders_with_their_options():
+    result = run("sources")
+    assert result.exit_code == 0
+    for name in ("vqa_rad", "m3d_cap", "volumes", "cholec80_vqa", "psiava_vqa"):
+        assert name in result.output
+    assert "-o preset=" in result.output and "-o clip_length=" in result.output
+
+
+def test_build_options_are_parsed_and_bad_ones_refused(tmp_path):
+    from omnivmed.data.surgical_demo import write_demo_tree
+
+    raw = write_demo_tree(tmp_path / "raw")
+    out = tmp_path / "out"
+    result = run("build", "cholec80_vqa", "--raw", raw, "--out", out, "-o", "clip_length=4", "-o", "short_side=0", "--no-progress")
+    assert result.exit_code == 0, result.output
+    assert Manifest.load(out / "manifest.json").options["clip_length"] == "4"
+    assert "clips padded" in result.output
+    refused = run("build", "cholec80_vqa", "--raw", raw, "--out", out, "-o", "clip_length")
+    assert refused.exit_code == 2 and "KEY=VALUE" in refused.output
+    unknown = run("build", "cholec80_vqa", "--raw", raw, "--out", out, "-o", "colour=red")
+    assert unknown.exit_code == 2 and "unknown option" in unknown.output
+
+
+def test_windows_command_writes_captioning_inputs(tmp_path):
+    from omnivmed.data.caption_inputs import read_caption_inputs
+    from omnivmed.data.surgical_demo import write_demo_tree
+
+    raw = write_demo_tree(tmp_path / "raw")
+    result = run("windows", "cholec80_vqa", "--raw", raw, "--out", tmp_path / "win", "--step", "4", "-o", "short_side=0", "--no-progress")
+    assert result.exit_code == 0, result.output
+    table = read_caption_inputs(tmp_path / "win" / "windows.arrow")
+    assert table.num_rows > 0 and set(table.column("video").to_pylist()) == {"1", "5"}
+    assert run("windows", "vqa_rad", "--raw", raw, "--out", tmp_path / "w2").exit_code == 2
