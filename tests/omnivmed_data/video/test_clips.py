@@ -64,12 +64,12 @@ VARIANTS = [
 def test_key_names_every_parameter_and_ids_follow_it():
     base = ClipSpec()
     assert base.key() == (
-        "clip-v1;length=8;stride=1;anchor=end;short_side=224;jpeg_quality=90;at_start=pad;"
-        "jpeg=opencv-baseline-420;resize=area-down-linear-up"
+        "clip-v2;length=8;stride=1;anchor=end;short_side=224;jpeg_quality=90;at_start=pad;"
+        "jpeg=opencv-baseline-420;resize=area-by-divisor-then-linear-down-linear-up"
     )
     digest = "ab" * 32
     # a fixed input gives this id on every run, on every machine (no clock, pid or chance)
-    assert clip_id(digest, [0, 0, 1, 2], base) == "76c0496fdc40a0fa43b35f9148d7614b"
+    assert clip_id(digest, [0, 0, 1, 2], base) == "604b749f02470d6125ebe3e756806695"
     ids = {clip_id(digest, [0, 0, 1, 2], dataclasses.replace(base, **v)) for v in VARIANTS}
     assert len(ids) == len(VARIANTS) and clip_id(digest, [0, 0, 1, 2], base) not in ids
     assert clip_id(digest, [0, 1, 1, 2], base) != clip_id(digest, [0, 0, 1, 2], base)
@@ -154,7 +154,7 @@ def test_padded_clip_repeats_the_first_frame(video):
         ((96, 128), 48, (48, 64), cv2.INTER_AREA),
         ((96, 128), 120, (120, 160), cv2.INTER_LINEAR),
         ((128, 96), 48, (64, 48), cv2.INTER_AREA),  # portrait: the width is the short side
-        ((272, 640), 224, (224, 527), cv2.INTER_AREA),  # 640 * 224 / 272 = 527.06
+        ((272, 640), 224, (224, 527), cv2.INTER_LINEAR),  # 640 * 224 / 272 = 527.06; under 2x, no integer step
         ((96, 128), 96, (96, 128), None),
         ((96, 128), 0, (96, 128), None),
     ],
@@ -168,6 +168,37 @@ def test_resize_to_the_short_side(shape, short_side, expected, interpolation):
         assert out is frame
     else:
         assert np.array_equal(out, cv2.resize(frame, expected[::-1], interpolation=interpolation))
+
+
+@pytest.mark.parametrize(
+    "shape, first_step",
+    [
+        ((480, 854), 2),  # Cholec80's size: 2x area, then 427x240 -> 399x224 bilinear
+        ((720, 1280), 2),  # 3 does not divide 1280: 2x area, then 1.6x bilinear
+        ((1080, 1920), 4),  # 4x area, then 1.2x bilinear
+    ],
+)
+def test_shrinking_takes_an_integer_area_step_then_a_bilinear_one(shape, first_step):
+    frame = np.random.default_rng(1).integers(0, 256, (*shape, 3), dtype=np.uint8)
+    height, width = shape
+    expected = resized_shape(height, width, 224)
+    step = cv2.resize(frame, (width // first_step, height // first_step), interpolation=cv2.INTER_AREA)
+    reference = cv2.resize(step, expected[::-1], interpolation=cv2.INTER_LINEAR)
+    assert np.array_equal(resize_short_side(frame, 224), reference)
+
+
+def test_shrinking_without_an_integer_step_and_2x_left_is_one_area_step():
+    frame = np.random.default_rng(2).integers(0, 256, (97, 131, 3), dtype=np.uint8)  # 97 is prime
+    expected = resized_shape(97, 131, 24)
+    assert np.array_equal(resize_short_side(frame, 24), cv2.resize(frame, expected[::-1], interpolation=cv2.INTER_AREA))
+
+
+def test_the_two_step_shrink_stays_close_to_one_area_step():
+    rng = np.random.default_rng(3)
+    texture = cv2.GaussianBlur(rng.integers(0, 256, (480, 854, 3), dtype=np.uint8), (0, 0), 2)
+    one_step = cv2.resize(texture, resized_shape(480, 854, 224)[::-1], interpolation=cv2.INTER_AREA)
+    error = np.mean((resize_short_side(texture, 224).astype(np.float64) - one_step) ** 2)
+    assert 10 * np.log10(255**2 / error) > 40  # dB
 
 
 def test_aspect_ratio_is_kept_in_the_clip(tmp_path):
@@ -211,6 +242,46 @@ def test_clips_are_the_same_bytes_on_every_run_and_thread_count(video):
         cv2.setNumThreads(before)
     assert clips[0] == clips[1]
     assert len({c.id for c in clips[0]}) == 3
+
+
+def test_overlapping_clips_reuse_shared_frames_and_give_the_same_bytes(video):
+    spec = ClipSpec(length=8, stride=5, short_side=48)  # 36 frames per clip, one every 25: 3 shared
+    with VideoFrames(video) as source:
+        maker = ClipMaker(spec)
+        clips = [maker.clip(source, a) for a in (35, 60)]
+        decoded = source.decoded_frames
+        again = maker.clip(source, 60)  # every frame known: nothing decoded
+        assert source.decoded_frames == decoded
+    assert set(clips[0].frame_indices) & set(clips[1].frame_indices) == {25, 30, 35}
+    for clip in (*clips, again):
+        with VideoFrames(video) as source:
+            fresh = ClipMaker(spec).clip(source, clip.frame_indices[-1])
+        assert clip == fresh
+        frames = source_frames(video, clip.frame_indices)
+        assert clip.frames == tuple(encode_jpeg(resize_short_side(f, 48), 90) for f in frames)
+
+
+def source_frames(video, indices):
+    with VideoFrames(video) as source:
+        return source.read(indices)
+
+
+def test_the_frame_pool_works_in_a_forked_child(video):
+    import multiprocessing
+
+    if "fork" not in multiprocessing.get_all_start_methods():
+        pytest.skip("no fork on this platform")
+    spec = ClipSpec(length=3)
+    with VideoFrames(video) as source:
+        parent = ClipMaker(spec).clip(source, 30)  # the parent's pool exists now
+    with multiprocessing.get_context("fork").Pool(1) as pool:
+        child = pool.apply_async(_clip_in_child, (str(video), spec, 30)).get(timeout=30)  # a hang here: a forked child waiting on the parent's threads
+    assert child == parent
+
+
+def _clip_in_child(path, spec, anchor):
+    with VideoFrames(path) as source:
+        return ClipMaker(spec).clip(source, anchor)
 
 
 def test_ids_follow_the_source_bytes_not_its_name(tmp_path, video):
