@@ -73,8 +73,6 @@ import hashlib
 import importlib.util
 import json
 import os
-import platform
-import resource
 import shutil
 import statistics
 import subprocess
@@ -90,6 +88,7 @@ import av
 import cv2
 import numpy as np
 
+from harness import current_rss_bytes, machine_facts, parse_positive_ints, peak_rss_bytes
 from omnivmed.data.video import ClipCache, ClipMaker, ClipSpec, VideoFrames, encode_jpeg, resize_short_side
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -573,21 +572,8 @@ def ablation(videos: list[Video], repeat: int) -> list[dict]:
 # --------------------------------------------------------------------------- part 2: memory
 
 
-def peak_rss_bytes() -> int:
-    """This process's peak resident set (VmHWM): unlike ru_maxrss, it starts afresh at exec."""
-    with open("/proc/self/status") as f:
-        for line in f:
-            if line.startswith("VmHWM:"):
-                return int(line.split()[1]) * 1024
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * (1 if sys.platform == "darwin" else 1024)
 
 
-def current_rss_bytes() -> int:
-    with open("/proc/self/status") as f:
-        for line in f:
-            if line.startswith("VmRSS:"):
-                return int(line.split()[1]) * 1024
-    return 0
 
 
 def child(n_clips: int, path: Path) -> int:
@@ -647,11 +633,6 @@ def memory(counts: list[int], path: Path) -> list[dict]:
 # --------------------------------------------------------------------------- harness
 
 
-def parse_counts(values: list[str]) -> list[int]:
-    counts = sorted({int(v) for value in values for v in value.split(",") if v.strip()})
-    if not counts or counts[0] < 1:
-        raise argparse.ArgumentTypeError("--clips needs positive integers")
-    return counts
 
 
 def main(argv=None) -> int:
@@ -671,7 +652,7 @@ def main(argv=None) -> int:
         return child(args.child_clips, args.child_video)
     if args.quick:
         args.repeat, args.clips = 2, ["50", "200", "400"]
-    counts = parse_counts(args.clips)
+    counts = parse_positive_ints(args.clips, "--clips")
     args.tmpdir.mkdir(parents=True, exist_ok=True)
     started = time.perf_counter()
 
@@ -747,16 +728,13 @@ def main(argv=None) -> int:
         "ablation": ablated,
         "memory": {"runs": runs, "peak_rss_ratio_max_over_prev": tail, "peak_rss_ratio_max_over_min": whole, "flat_limit": FLAT_LIMIT, "flat": flat},
         "seconds": time.perf_counter() - started,
-        "machine": {
-            "platform": platform.platform(),
-            "python": sys.version.split()[0],
-            "pyav": av.__version__,
-            "ffmpeg": {k: ".".join(map(str, v)) if isinstance(v, tuple) else str(v) for k, v in av.library_versions.items()},
-            "opencv": cv2.__version__,
-            "opencv_threads": cv2.getNumThreads(),
-            "numpy": np.__version__,
-            "cpus": os.cpu_count(),
-        },
+        "machine": machine_facts(
+            pyav=av.__version__,
+            ffmpeg={k: ".".join(map(str, v)) if isinstance(v, tuple) else str(v) for k, v in av.library_versions.items()},
+            opencv=cv2.__version__,
+            opencv_threads=cv2.getNumThreads(),
+            numpy=np.__version__,
+        ),
     }
     args.json.parent.mkdir(parents=True, exist_ok=True)
     args.json.write_text(json.dumps(result, indent=2) + "\n")

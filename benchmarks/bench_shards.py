@@ -33,10 +33,8 @@ import argparse
 import hashlib
 import json
 import os
-import platform
 import shutil
 import statistics
-import sys
 import tempfile
 import threading
 import time
@@ -46,6 +44,7 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
+from harness import machine_facts
 from omnivmed.data.schema import IMAGE_TOKEN, SCHEMA, Provenance, Turn, VisualMeta, make_sample
 from omnivmed.data.shards import DEFAULT_BATCH_BYTES, DEFAULT_BATCH_ROWS, ShardWriter, open_shard
 
@@ -383,12 +382,7 @@ def main(argv=None) -> int:
         "serial_hash_bound": serial_bound,
         "two_thread_hash_speedup": speedup,
         "goal": GOAL,
-        "machine": {
-            "platform": platform.platform(),
-            "python": sys.version.split()[0],
-            "pyarrow": pa.__version__,
-            "cpus": os.cpu_count(),
-        },
+        "machine": machine_facts(pyarrow=pa.__version__),
     }
     args.json.parent.mkdir(parents=True, exist_ok=True)
     args.json.write_text(json.dumps(result, indent=2) + "\n")

@@ -60,7 +60,6 @@ import argparse
 import importlib
 import json
 import os
-import platform
 import resource
 import shutil
 import statistics
@@ -73,6 +72,7 @@ from pathlib import Path
 import numpy as np
 import SimpleITK as sitk
 
+from harness import machine_facts, parse_positive_ints, peak_rss_bytes
 from omnivmed.data.volume import PRESETS, VolumeInput, encode_volume, read_volume
 from omnivmed.data.volume.discover import expand
 from omnivmed.data.volume.encode import encode_normalised
@@ -211,13 +211,6 @@ def make_raw(raw: Path, copies: int) -> None:
     (raw / "annotations.csv").write_text("\n".join(lines) + "\n")
 
 
-def peak_rss_bytes() -> int:
-    """This process's peak resident set (VmHWM): unlike ru_maxrss, it starts afresh at exec."""
-    with open("/proc/self/status") as f:
-        for line in f:
-            if line.startswith("VmHWM:"):
-                return int(line.split()[1]) * 1024
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * (1 if sys.platform == "darwin" else 1024)
 
 
 def child(copies: int, workdir: Path, trace: bool) -> int:
@@ -299,11 +292,6 @@ def memory(copies_list: list[int], tmpdir: Path, trace: bool) -> list[dict]:
 # --------------------------------------------------------------------------- harness
 
 
-def parse_copies(values: list[str]) -> list[int]:
-    copies = sorted({int(v) for value in values for v in value.split(",") if v.strip()})
-    if not copies or copies[0] < 1:
-        raise argparse.ArgumentTypeError("--copies needs positive integers")
-    return copies
 
 
 def main(argv=None) -> int:
@@ -327,7 +315,7 @@ def main(argv=None) -> int:
         return child(args.child_copies, args.child_dir, args.trace)
     if args.quick:
         args.repeat, args.nifti_repeat, args.copies = 3, 10, ["2", "4", "8"]
-    copies = parse_copies(args.copies)
+    copies = parse_positive_ints(args.copies, "--copies")
     for path in (DICOM_SERIES, CT_NIFTI):
         if not path.exists():
             raise SystemExit(f"{path}: missing (the real volumes are vendored in data/volumes)")
@@ -403,15 +391,12 @@ def main(argv=None) -> int:
             "batch_bytes": DEFAULT_BATCH_BYTES,
             "bounded": flat,
         },
-        "machine": {
-            "platform": platform.platform(),
-            "python": sys.version.split()[0],
-            "simpleitk": sitk.Version_VersionString(),
-            "numpy": np.__version__,
-            "itk_threads": sitk.ProcessObject.GetGlobalDefaultNumberOfThreads(),
-            "cpus": os.cpu_count(),
-            "env": {k: os.environ[k] for k in ("OPENBLAS_NUM_THREADS", "OMP_NUM_THREADS", "MKL_NUM_THREADS") if k in os.environ},
-        },
+        "machine": machine_facts(
+            simpleitk=sitk.Version_VersionString(),
+            numpy=np.__version__,
+            itk_threads=sitk.ProcessObject.GetGlobalDefaultNumberOfThreads(),
+            env={k: os.environ[k] for k in ("OPENBLAS_NUM_THREADS", "OMP_NUM_THREADS", "MKL_NUM_THREADS") if k in os.environ},
+        ),
     }
     args.json.parent.mkdir(parents=True, exist_ok=True)
     args.json.write_text(json.dumps(result, indent=2) + "\n")
