@@ -16,6 +16,7 @@ def _registry() -> dict[str, type[Builder]]:
     from omnivmed.builders.m3d_vqa import M3dVqaBuilder
     from omnivmed.builders.pathvqa import PathVqaBuilder
     from omnivmed.builders.psiava_vqa import PsiAvaVqaBuilder
+    from omnivmed.builders.pubmedvision import PubMedVisionBuilder
     from omnivmed.builders.slake import SlakeBuilder
     from omnivmed.builders.volumes import VolumesBuilder
     from omnivmed.builders.vqa_rad import VqaRadBuilder
@@ -32,6 +33,7 @@ def _registry() -> dict[str, type[Builder]]:
             Cholec80VqaBuilder,
             EndoVis18VqaBuilder,
             PsiAvaVqaBuilder,
+            PubMedVisionBuilder,
         )
     }
 
