@@ -1,0 +1,116 @@
+"""Manifests in, a verified index of trainable rows out.
+
+The trainer depends only on the manifest/shard contract: a manifest file (or
+a folder of ``*.manifest.json`` / ``manifest.json`` files) lists shards with
+sha256 and schema fingerprint; every shard is verified before training
+starts, and a mismatch stops the run naming the file and the reason.
+Per row the index keeps what the order and the stage filters need (source,
+visual kind, task), read from Arrow columns without decoding any frame.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from omnivmed.data.manifest import Manifest, ManifestError, shard_path, verify_manifest
+from omnivmed.data.schema import Sample
+from omnivmed.data.shards import ShardSchemaError, open_shard
+
+
+class TrainDataError(ValueError):
+    """Training data that cannot be used: names the file and the reason."""
+
+
+def discover_manifests(path: Path) -> list[Path]:
+    """One manifest file, or every ``*.manifest.json`` / ``manifest.json`` directly in a folder."""
+    path = Path(path)
+    if path.is_file():
+        return [path]
+    if not path.is_dir():
+        raise TrainDataError(f"{path}: no such manifest file or folder")
+    found = sorted({*path.glob("*.manifest.json"), *path.glob("manifest.json")})
+    if not found:
+        raise TrainDataError(f"{path}: folder holds no *.manifest.json or manifest.json")
+    return found
+
+
+@dataclass
+class SampleIndex:
+    """Every selected row: which shard, which row, and the columns the stage filters use."""
+
+    shards: list[Path]
+    shard_of: np.ndarray  # int32 per row
+    row_of: np.ndarray  # int32 per row
+    source: np.ndarray  # str per row
+    visual_kind: np.ndarray
+    task: np.ndarray
+    manifests: list[Manifest]
+
+    def __len__(self) -> int:
+        return len(self.shard_of)
+
+    def select(self, keep: np.ndarray) -> "SampleIndex":
+        return SampleIndex(
+            self.shards, self.shard_of[keep], self.row_of[keep], self.source[keep],
+            self.visual_kind[keep], self.task[keep], self.manifests,
+        )  # fmt: skip
+
+
+def load_index(paths: list[Path], split: str = "train", *, verify: bool = True) -> SampleIndex:
+    """Verify the manifests' shards and index the rows of ``split``."""
+    shards: list[Path] = []
+    manifests: list[Manifest] = []
+    seen: set[Path] = set()
+    for manifest_path in paths:
+        try:
+            manifest = Manifest.load(manifest_path)
+        except ManifestError as err:
+            raise TrainDataError(str(err)) from None
+        if verify:
+            problems = verify_manifest(manifest_path, manifest)
+            if problems:
+                raise TrainDataError(f"{manifest_path}: " + "; ".join(problems))
+        manifests.append(manifest)
+        for shard in manifest.shards:
+            path = shard_path(manifest_path, shard).resolve()
+            if shard.split == split and path not in seen:  # a combined manifest may repeat a staged one's shards
+                seen.add(path)
+                shards.append(path)
+    columns: dict[str, list] = {"shard": [], "row": [], "source": [], "visual_kind": [], "task": []}
+    for number, path in enumerate(shards):
+        table = _open(path).select(["source", "visual_kind", "task"])
+        columns["shard"].append(np.full(table.num_rows, number, dtype=np.int32))
+        columns["row"].append(np.arange(table.num_rows, dtype=np.int32))
+        for name in ("source", "visual_kind", "task"):
+            columns[name].append(np.asarray(table.column(name).to_pylist(), dtype=object))
+    if not shards:
+        raise TrainDataError(f"{', '.join(map(str, paths))}: no {split!r} shards")
+    cat = {k: np.concatenate(v) for k, v in columns.items()}
+    return SampleIndex(shards, cat["shard"], cat["row"], cat["source"], cat["visual_kind"], cat["task"], manifests)
+
+
+def _open(path: Path):
+    try:
+        return open_shard(path)
+    except (ShardSchemaError, OSError) as err:
+        raise TrainDataError(f"{path}: {err}") from None
+
+
+class ShardReader:
+    """Random access to Samples; each process (DataLoader worker) memory-maps shards lazily."""
+
+    def __init__(self, shards: list[Path]):
+        self.shards = list(shards)
+        self._tables: dict[int, object] = {}
+
+    def sample(self, shard: int, row: int) -> Sample:
+        table = self._tables.get(shard)
+        if table is None:
+            table = self._tables[shard] = _open(self.shards[shard])
+        return Sample.from_row(table.slice(int(row), 1).to_pylist()[0])
+
+    def __getstate__(self):  # workers re-open their own memory maps
+        return {"shards": self.shards, "_tables": {}}

@@ -1,0 +1,110 @@
+"""The data stream of one rank: (epoch, samples seen) -> batches, resumable in O(1).
+
+The epoch's global order is recomputed from (seed, epoch), this rank takes
+its equal share, and the DataLoader starts at the samples already seen. A
+DataLoader hands whole batches to its workers in turn and returns them in
+order, so the stream is the same for any number of workers.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Iterator
+
+import numpy as np
+import torch
+from torch.utils.data import DataLoader, Dataset
+
+from omnivmed.trainer.data.batch import Batch, collate, make_example
+from omnivmed.trainer.data.chat import ChatEncoder
+from omnivmed.trainer.data.order import Partition, epoch_order
+from omnivmed.trainer.data.sources import SampleIndex, ShardReader, TrainDataError
+from omnivmed.trainer.data.visual import VisualSpec
+
+
+@dataclass
+class Position:
+    """Where a rank's stream stands: the epoch and the samples of it this rank already trained on."""
+
+    epoch: int = 0
+    seen: int = 0
+
+
+def filter_index(index: SampleIndex, visual_kinds=None, tasks=None) -> SampleIndex:
+    keep = np.ones(len(index), dtype=bool)
+    if visual_kinds is not None:
+        keep &= np.isin(index.visual_kind, list(visual_kinds))
+    if tasks is not None:
+        keep &= np.isin(index.task, list(tasks))
+    if not keep.any():
+        raise TrainDataError(f"no rows with visual kinds {visual_kinds} and tasks {tasks} in the given shards")
+    return index.select(keep)
+
+
+class _Examples(Dataset):
+    def __init__(self, index: SampleIndex, chat: ChatEncoder, spec: VisualSpec):
+        self.index, self.chat, self.spec = index, chat, spec
+        self.reader = ShardReader(index.shards)
+
+    def __len__(self) -> int:
+        return len(self.index)
+
+    def __getitem__(self, i: int):
+        sample = self.reader.sample(self.index.shard_of[i], self.index.row_of[i])
+        try:
+            return make_example(sample, self.chat, self.spec)
+        except ValueError as err:
+            raise TrainDataError(f"{self.index.shards[self.index.shard_of[i]]}: sample {sample.id}: {err}") from None
+
+
+class DataStream:
+    def __init__(
+        self,
+        index: SampleIndex,
+        chat: ChatEncoder,
+        spec: VisualSpec,
+        *,
+        batch_size: int,
+        partition: Partition,
+        seed: int,
+        mix: dict[str, float] | None = None,
+        num_workers: int = 0,
+        pad_id: int,
+    ):
+        self.dataset = _Examples(index, chat, spec)
+        self.batch_size, self.partition, self.seed = batch_size, partition, seed
+        self.mix, self.num_workers, self.pad_id = mix or None, num_workers, pad_id
+        self.patch_dim = 3 * spec.patch_size**2
+        if self.steps_per_epoch < 1:
+            raise TrainDataError(
+                f"{len(index)} rows give no full batch of {batch_size} on each of {partition.world_size} ranks"
+            )
+
+    def rank_order(self, epoch: int) -> np.ndarray:
+        return self.partition.take(epoch_order(self.dataset.index.source, self.seed, epoch, self.mix))
+
+    @property
+    def steps_per_epoch(self) -> int:
+        return len(self.rank_order(0)) // self.batch_size
+
+    def batches(self, start: Position) -> Iterator[tuple[Batch, Position]]:
+        """Endless batches from ``start``; each comes with the position after it."""
+        epoch, seen = start.epoch, start.seen
+        while True:
+            order = self.rank_order(epoch)
+            usable = (len(order) // self.batch_size) * self.batch_size
+            loader = DataLoader(
+                self.dataset,
+                batch_size=self.batch_size,
+                sampler=order[seen:usable].tolist(),
+                num_workers=self.num_workers,
+                collate_fn=self._collate,
+                generator=torch.Generator().manual_seed(0),
+            )
+            for batch in loader:
+                seen += len(batch.sample_ids)
+                yield batch, Position(epoch, seen)
+            epoch, seen = epoch + 1, 0
+
+    def _collate(self, examples):
+        return collate(examples, self.pad_id, self.patch_dim)

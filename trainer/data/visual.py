@@ -1,0 +1,119 @@
+"""Frames of a Sample into normalised pixel patches with (t, h, w) positions, pruned.
+
+Any image size works: each frame is resized (aspect kept) to a multiple of
+the patch size under a pixel cap, so no fixed 224 grid. Frames/slices
+beyond ``max_frames`` are subsampled evenly before anything is decoded at
+full size, and ``max_sample_pixels`` bounds one sample's total. Volumes and
+videos then go through RLT pruning (model/pruning.py); 2D images never do.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import cv2
+import numpy as np
+import torch
+
+from omnivmed.trainer.model.pruning import static_patch_keep_mask
+
+PRUNED_KINDS = ("volume", "video")
+
+
+@dataclass(frozen=True)
+class VisualSpec:
+    """How pixels become patches (the vision encoder's geometry and normalisation)."""
+
+    patch_size: int
+    mean: tuple[float, float, float]
+    std: tuple[float, float, float]
+    max_frames: int
+    max_pixels: int
+    max_sample_pixels: int
+    prune: bool
+    prune_threshold: float
+
+
+@dataclass
+class VisualInput:
+    """One visual input (an image, a volume or a video) as kept patches."""
+
+    patches: torch.Tensor  # (n, 3 * p * p) float32, flattened (channel, row, column) like the conv weight
+    positions: torch.Tensor  # (n, 3) int64: t, h, w
+    grid: tuple[int, int]  # (patches high, patches wide)
+    frames: int
+    tokens_before: int  # patches before pruning
+    kind: str
+
+
+def decode_frame(data: bytes) -> np.ndarray:
+    """Encoded JPEG/PNG (8 or 16 bit, grey or colour) -> float32 RGB in [0, 1], (H, W, 3)."""
+    image = cv2.imdecode(np.frombuffer(data, np.uint8), cv2.IMREAD_UNCHANGED)
+    if image is None:
+        raise ValueError("frame does not decode as an image")
+    scale = 65535.0 if image.dtype == np.uint16 else 255.0
+    if image.ndim == 2:
+        image = np.repeat(image[:, :, None], 3, axis=2)
+    elif image.shape[2] == 4:
+        image = cv2.cvtColor(image, cv2.COLOR_BGRA2RGB)
+    else:
+        image = cv2.cvtColor(image, cv2.COLOR_BGR2RGB)
+    return image.astype(np.float32) / scale
+
+
+def target_grid(height: int, width: int, patch: int, max_pixels: int) -> tuple[int, int]:
+    """Patches (high, wide): aspect kept, at most ``max_pixels`` pixels, at least one patch."""
+    scale = min(1.0, math.sqrt(max_pixels / (height * width)))
+    return max(1, int(height * scale) // patch), max(1, int(width * scale) // patch)
+
+
+def even_subsample(count: int, keep: int) -> list[int]:
+    if count <= keep:
+        return list(range(count))
+    return sorted({int(round(i)) for i in np.linspace(0, count - 1, keep)})
+
+
+def patchify(frames: np.ndarray, patch: int) -> torch.Tensor:
+    """(T, H, W, 3) -> (T, gh * gw, 3 * p * p), each patch flattened as (channel, row, column)."""
+    t, h, w, c = frames.shape
+    x = torch.from_numpy(np.ascontiguousarray(frames)).view(t, h // patch, patch, w // patch, patch, c)
+    return x.permute(0, 1, 3, 5, 2, 4).reshape(t, (h // patch) * (w // patch), c * patch * patch)
+
+
+def _positions(t: int, gh: int, gw: int) -> torch.Tensor:
+    tt, hh, ww = torch.meshgrid(torch.arange(t), torch.arange(gh), torch.arange(gw), indexing="ij")
+    return torch.stack([tt, hh, ww], dim=-1).reshape(t, gh * gw, 3)
+
+
+def encode_frames(frames: list[bytes], kind: str, spec: VisualSpec) -> VisualInput:
+    """One visual input (all frames of a volume/video, or one image) as pruned patches."""
+    picked = even_subsample(len(frames), spec.max_frames) if kind in PRUNED_KINDS else list(range(len(frames)))
+    decoded = [decode_frame(frames[i]) for i in picked]
+    height, width = decoded[0].shape[:2]
+    budget = min(spec.max_pixels, spec.max_sample_pixels // len(decoded))
+    gh, gw = target_grid(height, width, spec.patch_size, budget)
+    size = (gw * spec.patch_size, gh * spec.patch_size)
+    shrink = size[0] * size[1] < height * width
+    resized = np.stack(
+        [cv2.resize(f, size, interpolation=cv2.INTER_AREA if shrink else cv2.INTER_LINEAR) for f in decoded]
+    )
+    normalised = (resized - np.asarray(spec.mean, np.float32)) / np.asarray(spec.std, np.float32)
+    patches = patchify(normalised, spec.patch_size)
+    positions = _positions(len(decoded), gh, gw)
+    if spec.prune and kind in PRUNED_KINDS:
+        keep = static_patch_keep_mask(patches, spec.prune_threshold)
+    else:
+        keep = torch.ones(patches.shape[:2], dtype=torch.bool)
+    return VisualInput(patches[keep], positions[keep], (gh, gw), len(decoded), patches.shape[0] * patches.shape[1], kind)
+
+
+def visual_inputs(frames: tuple[bytes, ...], kind: str, spec: VisualSpec) -> list[VisualInput]:
+    """A sample's visual inputs in placeholder order: one per image of a multi_image, else one."""
+    if kind == "none" or not frames:
+        return []
+    if kind == "multi_image":
+        return [encode_frames([f], "image", spec) for f in frames]
+    if kind == "image":
+        return [encode_frames([frames[0]], "image", spec)]
+    return [encode_frames(list(frames), kind, spec)]
