@@ -1,8 +1,10 @@
 """The embedded default: real VQA-RAD, SLAKE and CT/MR volume samples vendored in ``data/``, plus
 generated surgical clips in the real Cholec80-VQA layout.
 
-``make instruct-dataset`` builds these without network so a fresh clone shows
-the whole path (build, manifest, verify, data card) on real files. The SLAKE
+``make instruct-dataset`` falls back to these on a fresh clone without sources:
+it builds them without network into ``<out>-sources/staged/`` and mixes them
+with the committed recipe ``manifests/omnivmed-embedded.yaml``, so the whole
+path (build, recipe mix, manifest, verify, data card, figures, preview) runs on real files. The SLAKE
 copy holds the official JSON files but only 9 of its 642 image folders, so
 the embedded build first derives a raw folder with the official rows of those
 9 images (rows unchanged, both languages; the builder keeps English).
@@ -16,13 +18,14 @@ from pathlib import Path
 
 from omnivmed.builders import get_builder
 from omnivmed.data.build import build_source
-from omnivmed.data.combine import combine_manifests
-from omnivmed.data.datacard import write_datacard
 from omnivmed.data.fileio import write_if_changed
 from omnivmed.data.manifest import Manifest
+from omnivmed.data.mix import MixResult, mix_and_publish, plan_mix
+from omnivmed.data.recipe import load_recipe
 from omnivmed.data.surgical_demo import write_demo_tree
 
 EMBEDDED_NAME = "omnivmed-embedded"
+RECIPE_FILE = "omnivmed-embedded.yaml"
 SLAKE_FILES = ("train.json", "validate.json", "test.json")
 
 
@@ -53,16 +56,37 @@ def prepare_slake_sample(official: Path, into: Path) -> Path:
     return into
 
 
-def build_embedded(out: Path, data_dir: Path | None = None, *, progress: bool = True) -> Manifest:
+def embedded_recipe_path() -> Path:
+    """The committed recipe of the embedded default (``manifests/`` of the source tree)."""
+    return Path(__file__).resolve().parents[1] / "manifests" / RECIPE_FILE
+
+
+def sources_dir(out: Path) -> Path:
+    """Raw copies and staged builds of the embedded sources: beside the output, not inside it (a
+    ``datasets.load_dataset("arrow", data_dir=out)`` must see only the mixed shards)."""
+    return Path(out).parent / f"{Path(out).name}-sources"
+
+
+def build_embedded(
+    out: Path, data_dir: Path | None = None, *, manifests_dir: Path | None = None, progress: bool = True
+) -> Manifest:
+    return mix_embedded(out, data_dir, manifests_dir=manifests_dir, progress=progress).manifest
+
+
+def mix_embedded(
+    out: Path, data_dir: Path | None = None, *, manifests_dir: Path | None = None, progress: bool = True
+) -> MixResult:
+    """Build the vendored sources (staged beside ``out``) and mix them with the embedded recipe into ``out``."""
     data_dir = Path(data_dir) if data_dir else embedded_data_dir()
     out = Path(out)
+    work = sources_dir(out)
     raws = {
         "vqa_rad": data_dir / "vqa_rad",
-        "slake": prepare_slake_sample(data_dir / "slake", out / "raw" / "slake"),
+        "slake": prepare_slake_sample(data_dir / "slake", work / "raw" / "slake"),
         # A real CT DICOM series and CT/MR NIfTI volumes with header-derived questions.
         "volumes": data_dir / "volumes",
         # No surgical video has an open license: generated frames in the real Cholec80-VQA layout.
-        "cholec80_vqa": write_demo_tree(out / "raw" / "cholec80_vqa"),
+        "cholec80_vqa": write_demo_tree(work / "raw" / "cholec80_vqa"),
     }
     options = {
         "cholec80_vqa": {"short_side": "0"},  # the generated frames are already small (120x160)
@@ -74,15 +98,14 @@ def build_embedded(out: Path, data_dir: Path | None = None, *, progress: bool = 
             "doi:10.1148/ryai.230024",
         }
     }
-    manifests = []
     for name, raw in raws.items():
-        builder = get_builder(name, options.get(name))
-        result = build_source(builder, raw, out / "staged" / name, progress=progress)
-        manifests.append(result.manifest_path)
-    manifest = combine_manifests(EMBEDDED_NAME, manifests, out / "manifest.json")
-    write_datacard(
-        manifest,
-        out / "README.md",
+        build_source(get_builder(name, options.get(name)), raw, work / "staged" / name, progress=progress)
+    plan = plan_mix(load_recipe(embedded_recipe_path()), work / "staged")
+    result = mix_and_publish(
+        plan,
+        out,
+        manifests_dir=manifests_dir,
+        progress=progress,
         notes=[
             "Embedded default of omnivmed: the full official VQA-RAD release (CC0-1.0), the official "
             "SLAKE rows of the 9 image folders vendored in data/slake (CC-BY-4.0), English only, and 3 real volumes.",
@@ -100,4 +123,4 @@ def build_embedded(out: Path, data_dir: Path | None = None, *, progress: bool = 
             "video path only; no surgical knowledge is in them.",
         ],
     )
-    return manifest
+    return result

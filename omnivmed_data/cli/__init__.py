@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import typer
 
-from omnivmed.data.cli import export, manifests, sources
+from omnivmed.data.cli import export, manifests, mix, preview, sources
 
 app = typer.Typer(
     name="omnivmed-data",
@@ -15,6 +15,8 @@ app = typer.Typer(
 )
 sources.register(app)
 manifests.register(app)
+mix.register(app)
+preview.register(app)
 export.register(app)
 
 
