@@ -14,6 +14,7 @@ def _registry() -> dict[str, type[Builder]]:
     from omnivmed.builders.endovis18_vqa import EndoVis18VqaBuilder
     from omnivmed.builders.m3d_cap import M3dCapBuilder
     from omnivmed.builders.m3d_vqa import M3dVqaBuilder
+    from omnivmed.builders.mimic_cxr import MimicCxrBuilder
     from omnivmed.builders.pathvqa import PathVqaBuilder
     from omnivmed.builders.psiava_vqa import PsiAvaVqaBuilder
     from omnivmed.builders.pubmedvision import PubMedVisionBuilder
@@ -34,6 +35,7 @@ def _registry() -> dict[str, type[Builder]]:
             EndoVis18VqaBuilder,
             PsiAvaVqaBuilder,
             PubMedVisionBuilder,
+            MimicCxrBuilder,
         )
     }
 
