@@ -14,7 +14,9 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import Iterator
+from typing import Iterator, Union
+
+from omnivmed.builders.base import Reject
 
 CHUNK_CHARS = 1 << 20
 # An element longer than this is taken for a broken file, not read on to the end.
@@ -107,3 +109,21 @@ def _decode_one(decoder: json.JSONDecoder, buf: _Buffer, index: int):
             continue
         buf.pos = end
         return value
+
+
+def json_rows(path: Path, raw: Path) -> Iterator[Union[tuple[int, object], Reject]]:
+    """``(index, element)`` per element, then one Reject when the file breaks off or cannot be read.
+
+    The Reject names the file relative to ``raw`` and the element where the
+    trouble starts; the elements before it were already yielded.
+    """
+    rel = path.relative_to(raw).as_posix()
+    try:
+        for index, element in enumerate(iter_json_array(path)):
+            yield index, element
+    except JsonStreamError as err:
+        kept = f"; the {err.index} rows before it were read" if err.index else ""
+        yield Reject(rel, f"#{err.index}", "malformed_json", f"{rel}: {err}{kept}")
+    except (OSError, UnicodeDecodeError) as err:
+        why = err.strerror if isinstance(err, OSError) else str(err)  # an OSError's text holds the absolute path
+        yield Reject(rel, "-", "malformed_json", f"{rel}: cannot read ({why})")

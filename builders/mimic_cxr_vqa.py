@@ -17,15 +17,14 @@ ImaGenome) is kept; it is not the official MIMIC-CXR split.
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 from typing import Iterator
 
 from omnivmed.builders.base import BuilderItem, Reject, SourceInfo
-from omnivmed.builders.json_stream import JsonStreamError, iter_json_array
-from omnivmed.builders.vqa2d import RecordError, reject_from, text_field
+from omnivmed.builders.json_stream import json_rows
+from omnivmed.builders.vqa2d import RecordError, reject_from, text_field, vqa_sample
 from omnivmed.data.media import ImageCache, MediaError
-from omnivmed.data.schema import IMAGE_TOKEN, Provenance, SchemaError, Turn, VisualMeta, make_sample
+from omnivmed.data.schema import SchemaError
 
 # (split, file) held-out first.
 VQA_FILES = (("test", "test.json"), ("validation", "valid.json"), ("train", "train.json"))
@@ -66,18 +65,16 @@ def vqa_samples(info: SourceInfo, raw: Path, folder: Path, views: dict[str, str]
     images = ImageCache(raw / "files", max_items=_CACHE_ITEMS)
     for split, path in vqa_files(folder):
         rel = path.relative_to(raw).as_posix()
-        index = 0
-        try:
-            for index, row in enumerate(iter_json_array(path)):
-                record_id = f"{rel}:{row.get('idx', f'#{index}') if isinstance(row, dict) else f'#{index}'}"
-                try:
-                    yield _sample(info, row, split, record_id, images, views)
-                except (RecordError, MediaError, SchemaError) as err:
-                    yield reject_from(err, rel, record_id)
-        except JsonStreamError as err:
-            yield Reject(rel, f"#{err.index}", "malformed_json", f"{rel}: {err}")
-        except (OSError, UnicodeDecodeError) as err:
-            yield Reject(rel, "-", "malformed_json", f"{rel}: cannot read ({err.strerror if isinstance(err, OSError) else err})")
+        for item in json_rows(path, raw):
+            if isinstance(item, Reject):
+                yield item
+                continue
+            index, row = item
+            record_id = f"{rel}:{row.get('idx', f'#{index}') if isinstance(row, dict) else f'#{index}'}"
+            try:
+                yield _sample(info, row, split, record_id, images, views)
+            except (RecordError, MediaError, SchemaError) as err:
+                yield reject_from(err, rel, record_id)
 
 
 def _sample(info: SourceInfo, row, split: str, record_id: str, images: ImageCache, views: dict[str, str]):
@@ -92,22 +89,15 @@ def _sample(info: SourceInfo, row, split: str, record_id: str, images: ImageCach
     if view:
         fields["ViewPosition"] = view
     fields["answer"] = row.get("answer")
-    return make_sample(
-        source=info.name,
+    return vqa_sample(
+        info,
         split=split,
-        task="vqa",
         modality="x_ray",
-        visual_kind="image",
-        frames=[image.data],
-        frame_format=image.format,
-        visual_meta=VisualMeta(original_shape=(image.height, image.width)),
-        conversations=[Turn("user", f"{IMAGE_TOKEN}\n{question}"), Turn("assistant", answer)],
+        image=image,
+        raw_path=f"files/{image_path}",
+        question=question,
+        answer=answer,
         answer_type=ANSWER_TYPES.get(str(row.get("semantic_type", "")).strip(), "open"),
-        provenance=Provenance(
-            raw_paths=(f"files/{image_path}",),
-            record_id=record_id,
-            license=info.license,
-            source_url=info.homepage,
-            fields=tuple(sorted((k, v if isinstance(v, str) else json.dumps(v, sort_keys=True)) for k, v in fields.items())),
-        ),
+        record_id=record_id,
+        fields=fields,
     )

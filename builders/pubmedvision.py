@@ -32,7 +32,7 @@ from pathlib import Path
 from typing import Iterator
 
 from omnivmed.builders.base import Builder, BuilderItem, BuilderOption, BuilderOptionError, LayoutError, Reject, SourceInfo
-from omnivmed.builders.json_stream import JsonStreamError, iter_json_array
+from omnivmed.builders.json_stream import json_rows
 from omnivmed.builders.pubmedvision_modalities import map_modality
 from omnivmed.builders.vqa2d import RecordError, reject_from
 from omnivmed.builders.zip_images import ZipImageStore
@@ -126,20 +126,16 @@ class PubMedVisionBuilder(Builder):
 
     def _rows(self, path: Path, subset: str, task: str, images: ZipImageStore) -> Iterator[BuilderItem]:
         rel = path.name
-        index = 0
-        try:
-            for index, row in enumerate(iter_json_array(path)):
-                record_id = _record_id(row, rel, index)
-                try:
-                    yield self._sample(row, subset, task, record_id, images)
-                except (RecordError, MediaError, SchemaError) as err:
-                    yield reject_from(err, rel, record_id)
-        except JsonStreamError as err:
-            kept = f"; the {err.index} rows before it were read" if err.index else ""
-            yield Reject(rel, f"#{err.index}", "malformed_json", f"{rel}: {err}{kept}")
-        except (OSError, UnicodeDecodeError) as err:
-            why = err.strerror if isinstance(err, OSError) else str(err)  # an OSError's text holds the absolute path
-            yield Reject(rel, "-", "malformed_json", f"{rel}: cannot read ({why})")
+        for item in json_rows(path, path.parent):
+            if isinstance(item, Reject):
+                yield item  # the file broke off: the rows before were kept
+                continue
+            index, row = item
+            record_id = _record_id(row, rel, index)
+            try:
+                yield self._sample(row, subset, task, record_id, images)
+            except (RecordError, MediaError, SchemaError) as err:
+                yield reject_from(err, rel, record_id)
 
     def _sample(self, row, subset: str, task: str, record_id: str, images: ZipImageStore):
         if not isinstance(row, dict):
