@@ -294,3 +294,14 @@ def test_rebuild_is_byte_identical(tmp_path):
     second, _ = build(raw, tmp_path / "b", subset="both")
     assert [s.sha256 for s in first.shards] == [s.sha256 for s in second.shards]
     assert (tmp_path / "a" / "manifest.json").read_bytes() == (tmp_path / "b" / "manifest.json").read_bytes()
+
+
+def test_rows_split_across_read_chunks_stream_the_same(tmp_path, monkeypatch):
+    """The JSON is read a chunk at a time: rows cut by every possible boundary still decode the same."""
+    import omnivmed.builders.json_stream as json_stream
+
+    raw = full_tree(tmp_path)
+    _, whole = build(raw, tmp_path / "whole", subset="both")
+    monkeypatch.setattr(json_stream, "CHUNK_CHARS", 7)
+    _, chunked = build(raw, tmp_path / "chunked", subset="both")
+    assert [s.id for s in chunked] == [s.id for s in whole] and len(whole) == 12
