@@ -159,9 +159,8 @@ class MimicCxrBuilder(Builder):
                 yield self._report_sample(raw, study_id, study, views, on_disk)
             except _StudyReject as err:
                 yield err.reject
-            except (MediaError, SchemaError) as err:
-                detail = getattr(err, "detail", str(err))
-                yield Reject(report_path(study, study_id), f"s{study_id}", getattr(err, "reason", "schema"), detail)
+            except SchemaError as err:
+                yield Reject(report_path(study, study_id), f"s{study_id}", "schema", str(err))
 
     def _report_sample(self, raw: Path, study_id: str, study: Study, views: dict[str, str], on_disk: set[str]):
         report_rel = report_path(study, study_id)
@@ -219,7 +218,10 @@ class MimicCxrBuilder(Builder):
             if rel in on_disk:
                 if number:
                     self._counts["preferred_image_missing"] += 1
-                return dicom, read_image(raw, rel), views[dicom]
+                try:
+                    return dicom, read_image(raw, rel), views[dicom]
+                except MediaError as err:
+                    raise _StudyReject(Reject(rel, record, err.reason, err.detail)) from None
         first = image_path(study, study_id, candidates[0][1])
         raise _StudyReject(Reject(first, record, "missing_image", f"{first}: no such image (nor any other {'/'.join(self.views)} view of s{study_id})"))
 

@@ -213,3 +213,18 @@ def test_vqa_dir_option_and_the_physionet_folder(tmp_path):
     (raw / "elsewhere").rename(raw / "MIMIC-Ext-MIMIC-CXR-VQA")
     manifest, samples, _ = build(raw, tmp_path / "out2", tasks="vqa")
     assert len(samples) == 3
+
+
+def test_a_truncated_image_and_an_unreadable_report(tmp_path):
+    raw = write_mimic_tree(tmp_path / "raw")
+    ap2 = image_of("50000002", "ap2")[1]
+    image = raw / f"files/p10/p10000032/s50000002/{ap2.dicom}.jpg"
+    image.write_bytes(image.read_bytes()[:200])
+    (raw / "files/p12/p12000022/s50000008.txt").write_bytes(b"\xff\xfe FINDINGS: \x80\x81")
+    manifest, samples, rejects = build(raw, tmp_path / "out")
+    bad = {r["record"]: (r["reason"], r["file"]) for r in rejects if r["record"] in ("s50000002", "s50000008")}
+    assert bad == {
+        "s50000002": ("unreadable_image", f"files/p10/p10000032/s50000002/{ap2.dicom}.jpg"),
+        "s50000008": ("unreadable_report", "files/p12/p12000022/s50000008.txt"),
+    }
+    assert {s.provenance.record_id for s in samples} == {"s50000001", "s50000007"}
