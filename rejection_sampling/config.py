@@ -103,7 +103,16 @@ class EndpointConfig:
             return os.environ[self.api_key_env]
         return "EMPTY"
 
+    # Settings that change replies or outcomes (recorded in deterministic outputs); the rest
+    # (where the endpoint is, how hard to push it) only changes how fast, and goes to run.json.
+    SHAPING = ("name", "model", "structured_output", "media", "max_frames", "max_parse_retries")
+
     def public(self) -> dict:
+        """What shaped the outputs; never the key."""
+        return {k: getattr(self, k) for k in self.SHAPING}
+
+    def runtime(self) -> dict:
+        """Every setting but the key (for this run's report)."""
         data = asdict(self)
         data.pop("api_key")
         return data
@@ -186,8 +195,12 @@ class CaptionConfig:
     def with_overrides(self, **changes) -> "CaptionConfig":
         return replace(self, **{k: v for k, v in changes.items() if v is not None})
 
+    def runtime(self) -> dict:
+        """Every endpoint setting but the keys (this run's report)."""
+        return {e.name: e.runtime() for e in self.endpoints()} | {"clip_workers": self.clip_workers}
+
     def public(self) -> dict:
-        """The config without keys: what outputs may record."""
+        """The settings that shape the outputs, without keys: what deterministic outputs record."""
         return {
             "generator": self.generator.public(),
             "judges": [{"kind": j.kind, "endpoint": j.endpoint.public(), "sampling": asdict(j.sampling)} for j in self.judges],

@@ -241,7 +241,7 @@ def summarize(outcomes: list[ClipOutcome], config: CaptionConfig, input_rejects:
     }
 
 
-def run_report(requester: Requester, wall_s: float) -> dict:
+def run_report(requester: Requester, wall_s: float, settings: dict) -> dict:
     from dataclasses import asdict
 
     stages = {stage: asdict(u) for stage, u in sorted(requester.usage.items())}
@@ -254,6 +254,7 @@ def run_report(requester: Requester, wall_s: float) -> dict:
         "failed": sum(u.failed for u in requester.usage.values()),
         "deferred": sum(u.deferred for u in requester.usage.values()),
         "requests_per_second": requester.requests_per_second(),
+        "settings": settings,
         "wall_s": round(wall_s, 3),
     }
 
@@ -323,7 +324,7 @@ def write_outputs(
     )
     write_candidates(out / CANDIDATES_NAME, outcomes)
     atomic_write_bytes(out / SUMMARY_NAME, (json.dumps(summary, indent=2, sort_keys=True) + "\n").encode())
-    run = run_report(requester, wall_s)
+    run = run_report(requester, wall_s, config.runtime())
     atomic_write_bytes(out / RUN_NAME, (json.dumps(run, indent=2, sort_keys=True) + "\n").encode())
     manifest.save(out / MANIFEST_NAME)
     return RunOutputs(manifest, summary, run)

@@ -74,25 +74,26 @@ def qa_text(clip: ClipInput) -> str:
     return "Frame annotations (question and answer):\n" + "\n".join(lines)
 
 
-def _clip_header(clip: ClipInput) -> str:
-    span = ""
+def clip_header(clip: ClipInput) -> str:
+    """Where the clip sits in its video: the frames' numbers (the annotations refer to them) and times."""
+    span = f", frames {clip.frame_indices[0]}-{clip.frame_indices[-1]}" if clip.frame_indices else ""
     if clip.timestamps_s:
-        span = f", {clip.timestamps_s[0]:.2f}-{clip.timestamps_s[-1]:.2f} s"
+        span += f", {clip.timestamps_s[0]:.2f}-{clip.timestamps_s[-1]:.2f} s"
     return f"Clip of video {clip.video} ({len(clip.frames)} frames{span})."
 
 
 def caption_messages(clip: ClipInput, media: list[Media]) -> tuple[Message, ...]:
-    user = (*media, "\n" + _clip_header(clip) + "\n" + qa_text(clip) + "\n\n" + CAPTION_TASK)
+    user = (*media, "\n" + clip_header(clip) + "\n" + qa_text(clip) + "\n\n" + CAPTION_TASK)
     return (Message("system", (CAPTION_SYSTEM,)), Message("user", user))
 
 
 def judge_messages(clip: ClipInput, caption: str, kind: str, media: list[Media]) -> tuple[Message, ...]:
     if kind == "multimodal":
         rubric = RUBRIC.format(evidence="frames")
-        user = (*media, f"\n{_clip_header(clip)}\nCaption:\n{caption}\n\n{rubric}")
+        user = (*media, f"\n{clip_header(clip)}\nCaption:\n{caption}\n\n{rubric}")
     else:
         rubric = RUBRIC.format(evidence="frame annotations")
-        user = (f"{_clip_header(clip)}\n{qa_text(clip)}\n\nCaption:\n{caption}\n\n{rubric}",)
+        user = (f"{clip_header(clip)}\n{qa_text(clip)}\n\nCaption:\n{caption}\n\n{rubric}",)
     return (Message("system", (JUDGE_SYSTEM,)), Message("user", user))
 
 

@@ -1,0 +1,63 @@
+"""``make caption-demo``: the whole captioning loop offline, on the embedded clips, with a demo model.
+
+1. the embedded surgical tree (generated frames in the real Cholec80-VQA
+   layout, omnivmed_data/surgical_demo.py) is cut into windows;
+2. a local OpenAI-compatible server on 127.0.0.1 serves SmolLM2-135M-Instruct
+   (DEMO MODEL: text-only, 135M parameters; its captions and scores mean nothing);
+3. the same model generates the candidates and plays both judges (a
+   "multimodal" one that is sent the frames it cannot see, and a text one),
+   through the real client, cache, selection and writers.
+
+A second run of the demo sends no request: everything is in the cache.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from omnivmed.builders import get_builder
+from omnivmed.data.caption_inputs import write_caption_inputs
+from omnivmed.data.surgical_demo import write_demo_tree
+from omnivmed.rejection_sampling.config import CaptionConfig, EndpointConfig, JudgeConfig, SamplingConfig
+from omnivmed.rejection_sampling.run import RunResult, caption_run
+from omnivmed.rejection_sampling.server import LocalServer
+
+DEMO_WINDOW_STEP = 8  # two back-to-back windows of 8 frames per generated video
+
+
+def demo_config(base_url: str, *, candidates: int = 2, extra_rounds: int = 1, max_tokens: int = 40, judges: int = 2) -> CaptionConfig:
+    from omnivmed.rejection_sampling.demo_model import DEMO_MODEL_NAME
+
+    def endpoint(name: str) -> EndpointConfig:
+        # One model answers one request at a time: more in flight would only queue at the server.
+        return EndpointConfig(name=name, base_url=base_url, model=DEMO_MODEL_NAME, api_key_env=None, concurrency=2, timeout_s=600, max_frames=4)
+
+    panel = (
+        JudgeConfig(endpoint("demo-vision-judge"), kind="multimodal", sampling=SamplingConfig(temperature=0.0, top_p=1.0, max_tokens=48)),
+        JudgeConfig(endpoint("demo-medical-judge"), kind="text", sampling=SamplingConfig(temperature=0.0, top_p=1.0, max_tokens=48)),
+    )[:judges]
+    return CaptionConfig(
+        generator=endpoint("demo-generator"),
+        judges=panel,
+        sampling=SamplingConfig(temperature=0.8, top_p=0.95, max_tokens=max_tokens),
+        candidates=candidates,
+        extra_rounds=extra_rounds,
+        clip_workers=2,
+    )
+
+
+def prepare_demo_windows(out: Path) -> Path:
+    raw = write_demo_tree(Path(out) / "raw" / "cholec80_vqa")
+    builder = get_builder("cholec80_vqa", {"short_side": "0"})
+    return write_caption_inputs(builder, raw, Path(out) / "windows", step=DEMO_WINDOW_STEP, progress=False).path
+
+
+def run_demo(out: Path, *, limit: int | None = None, progress: bool = False, **config_options) -> RunResult:
+    from omnivmed.rejection_sampling.demo_model import DemoModel
+
+    out = Path(out)
+    windows = prepare_demo_windows(out)
+    model = DemoModel()
+    with LocalServer(model.responder) as server:
+        config = demo_config(server.base_url, **config_options)
+        return caption_run(windows, out / "captions", config, limit=limit, progress=progress)
