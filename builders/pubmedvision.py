@@ -56,7 +56,7 @@ ROLES = {"human": "user", "gpt": "assistant", "system": "system"}
 INFO = SourceInfo(
     name="pubmedvision",
     description=(
-        "PubMedVision: 1.3M medical VQA rows on 914K PubMed figures, refined by GPT-4V "
+        "PubMedVision: 1.3M medical VQA rows on PubMed figures, refined by GPT-4V "
         "(Alignment captions and InstructionTuning QA, 647,031 rows each; train only)."
     ),
     homepage="https://huggingface.co/datasets/FreedomIntelligence/PubMedVision",

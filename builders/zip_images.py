@@ -1,6 +1,6 @@
 """Images from a folder or from zip archives read in place, never extracted.
 
-PubMedVision ships its 914K images as twenty ``images_N.zip`` files of about
+PubMedVision ships its images as twenty ``images_N.zip`` files of about
 2.85 GB each; unpacking them doubles the disk it needs. An annotation path
 like ``images/pmc_1_0.jpg`` is looked up in the folder first, then by its
 file name among the members of every zip (the published advice is
