@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import typer
 
-from omnivmed.data.cli import export, manifests, mix, preview, sources
+from omnivmed.data.cli import caption, export, manifests, mix, preview, sources
 
 app = typer.Typer(
     name="omnivmed-data",
@@ -18,6 +18,7 @@ manifests.register(app)
 mix.register(app)
 preview.register(app)
 export.register(app)
+caption.register(app)
 
 
 def main() -> None:
