@@ -279,3 +279,18 @@ def test_built_source_loads_with_datasets_arrow_builder(tmp_path):
     with Image.open(io.BytesIO(first["frames"][0])) as img:
         assert img.format == "JPEG"
     assert [Sample.from_row(r) for r in loaded["train"]] == samples_of(tmp_path / "staged")
+
+
+def test_a_combined_manifest_with_shards_elsewhere_exports(staged, tmp_path):
+    """Mixed and combined manifests point at shards in other folders (../ paths); those are followed."""
+    from omnivmed.data.combine import combine_manifests
+
+    rows = alignment_rows_from_captions()
+    raw = write_tree(tmp_path / "raw", alignment=rows, images=image_bytes(row_images(rows)))
+    built = build_named("pubmedvision", raw, tmp_path / "pmv", subset="alignment")
+    combined = combine_manifests("both", [staged, built.manifest_path], tmp_path / "mix" / "manifest.json")
+    assert any(s.path.startswith("../") for s in combined.shards)
+    result = export_manifest(tmp_path / "mix" / "manifest.json", tmp_path / "out", "llava", progress=False)
+    assert result.records == {"test.json": 1, "train.json": 4 + 9}
+    ids = [r["id"] for r in json.loads((tmp_path / "out" / "train.json").read_text())]
+    assert set(ids) == {s.id for s in every_kind() if s.split == "train"} | {s.id for s in samples_of(tmp_path / "pmv")}
