@@ -46,7 +46,7 @@ def train(
     init: Annotated[Optional[Path], typer.Option("--init", help="Model folder to start from instead of the previous stage's output.")] = None,
     steps: Annotated[Optional[int], typer.Option("--steps", help="Optimizer steps of the stage.")] = None,
     warmup_steps: Annotated[Optional[int], typer.Option("--warmup-steps", help="Learning-rate warm-up steps.")] = None,
-    lr: Annotated[Optional[list[str]], typer.Option("--lr", help="PART=RATE for vision, projector or llm (repeatable); replaces the stage's rates.")] = None,
+    lr: Annotated[Optional[list[str]], typer.Option("--lr", help="PART=RATE for a part the stage trains: vision, projector or llm (repeatable).")] = None,
     batch_size: Annotated[Optional[int], typer.Option("--batch-size", help="Samples per rank per micro-step.")] = None,
     grad_accum: Annotated[Optional[int], typer.Option("--grad-accum", help="Micro-steps per optimizer step.")] = None,
     mix: Annotated[Optional[list[str]], typer.Option("--mix", help="SOURCE=WEIGHT sampling weight (repeatable); default: every row once per epoch.")] = None,
@@ -92,15 +92,16 @@ def train(
             "stop_after": stop_after, "precision": precision, "parallel": parallel, "seed": seed,
             "tensorboard": tensorboard, "progress": progress, "record_samples": record_samples,
         },
-        "stage": {"steps": steps, "warmup_steps": warmup_steps, "lr": _pairs(lr, "--lr")},
+        "stage": {"steps": steps, "warmup_steps": warmup_steps},
     }  # fmt: skip
     try:
-        result = run_stage(build_config(config, overrides))
+        result = run_stage(build_config(config, overrides, lr_update=_pairs(lr, "--lr")))
     except (ConfigError, TrainDataError, FileNotFoundError) as err:
         typer.echo(f"omnivmed-train: {err}", err=True)
         raise typer.Exit(2) from None
     state = "finished" if result.finished else "stopped (resume by running the same command)"
-    typer.echo(f"stage {stage or 1}: {state} at step {result.step}, last loss {result.losses[-1]:.4f}" if result.losses else f"stage: nothing to do at step {result.step}")
+    last = f", last loss {result.losses[-1]:.4f}" if result.losses else " (nothing left to do)"
+    typer.echo(f"{state} at step {result.step}{last}")
 
 
 def _str(path: Path | None) -> str | None:

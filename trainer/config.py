@@ -181,8 +181,14 @@ def read_config_file(path: Path) -> dict:
     return data
 
 
-def build_config(file: Path | None = None, overrides: dict[str, dict] | None = None) -> TrainConfig:
-    """File sections, then command-line overrides (None values are 'not given')."""
+def build_config(
+    file: Path | None = None, overrides: dict[str, dict] | None = None, lr_update: dict[str, float] | None = None
+) -> TrainConfig:
+    """File sections, then command-line overrides (None values are 'not given').
+
+    ``lr_update`` (the CLI's ``--lr PART=RATE``) changes rates of parts the stage trains; which parts
+    train is the stage's definition, changed only through ``stage.lr`` in a config file.
+    """
     origin = str(file) if file else "options"
     merged: dict[str, dict] = {name: {} for name in (*_SECTIONS, "stage")}
     for source in (read_config_file(file) if file else {}, overrides or {}):
@@ -214,6 +220,14 @@ def build_config(file: Path | None = None, overrides: dict[str, dict] | None = N
         stage = default_stage(built["run"].stage).with_overrides(**stage_changes)
     except ValueError as err:
         raise ConfigError(f"{origin}: {err}") from None
+    frozen = sorted(set(lr_update or {}) - set(stage.lr))
+    if frozen:
+        raise ConfigError(
+            f"--lr: stage {stage.number} does not train {', '.join(frozen)} (it trains {', '.join(stage.trained)}); "
+            "set stage.lr in a config file to change which parts train"
+        )
+    if lr_update:
+        stage = stage.with_overrides(lr={**stage.lr, **lr_update})
     if not built["data"].shards:
         raise ConfigError(f"{origin}: no shards given (--shards or data.shards)")
     return TrainConfig(built["model"], built["data"], built["run"], stage)
