@@ -1,5 +1,8 @@
 # Two commands set up everything on a fresh clone:
-#   make instruct-dataset   build the embedded default into verified shards
+#   make instruct-dataset   build and mix the paper's recipe from the sources you have (raw/<source>);
+#                           DOWNLOAD=1 fetches the openly published ones, CAPTION_ENDPOINT=URL captions
+#                           the videos; with no source at all, the embedded default (verified shards,
+#                           data card, figures, preview)
 #   make test               run the whole test suite
 # Both create and fill .venv when it is missing.
 
@@ -8,7 +11,11 @@ VENV ?= .venv
 # CPU wheel by default. GPU users: make TORCH_SPEC="torch==2.5.1" (or any build
 # for your CUDA) -- torch is installed first so the project's ">=" range is met.
 TORCH_SPEC ?= torch==2.13.0
-OUT ?= out/omnivmed-embedded
+RECIPE ?= manifests/omnivmed-instruct.yaml
+RAW ?= raw
+STAGED ?= staged
+DOWNLOAD ?=
+CAPTION_ENDPOINT ?=
 
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.omnivmed-installed
@@ -28,9 +35,8 @@ $(STAMP): pyproject.toml
 	touch $@
 
 instruct-dataset: $(STAMP)
-	$(BIN)/omnivmed-data build-embedded --out $(OUT)
-	$(BIN)/omnivmed-data verify $(OUT)/manifest.json
-	$(BIN)/omnivmed-data stats $(OUT)/manifest.json --by source,split,modality
+	$(BIN)/omnivmed-data instruct-dataset --recipe $(RECIPE) --raw $(RAW) --staged $(STAGED) \
+		$(if $(DOWNLOAD),--download) $(if $(CAPTION_ENDPOINT),--caption-endpoint $(CAPTION_ENDPOINT))
 
 test: $(STAMP)
 	HF_HUB_OFFLINE=1 HF_DATASETS_OFFLINE=1 $(BIN)/python -m pytest

@@ -91,8 +91,12 @@ def instruct_dataset(config: PipelineConfig, *, progress: bool = True, say: Call
     problems = verify_manifest(result.manifest_path)
     if problems:
         raise PipelineError(f"{result.manifest_path}: verify found {len(problems)} problem(s): {problems[0]}")
+    m = result.manifest
     state = "up to date, nothing redone" if result.reused else "mixed"
-    note(f"{result.manifest.name}: {state}: {result.manifest.rows:,} samples -> {result.published_path or result.manifest_path}")
+    note(f"{m.name}: {state}: {m.rows:,} samples -> {result.published_path or result.manifest_path}")
+    note(f"verify: OK {result.published_path or result.manifest_path}: {len(m.shards)} shards, {m.rows:,} rows")
+    note("by source: " + ", ".join(f"{k} {v:,}" for k, v in m.counts.get("source", {}).items()))
+    note(f"data card: {result.manifest_path.parent / 'README.md'} (stats.json, figures/, preview.html beside it)")
     return PipelineReport(recipe, result, embedded, missing, steps)
 
 
