@@ -20,7 +20,7 @@ CAPTION_ENDPOINT ?=
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.omnivmed-installed
 
-.PHONY: install instruct-dataset test bench clean
+.PHONY: install instruct-dataset test bench clean caption-demo
 
 install: $(STAMP)
 
@@ -45,6 +45,11 @@ bench: $(STAMP)
 	$(BIN)/python benchmarks/bench_shards.py
 	$(BIN)/python benchmarks/bench_volumes.py
 	$(BIN)/python benchmarks/bench_clips.py
+	$(BIN)/python benchmarks/bench_caption.py
+
+# The captioning loop offline on the embedded clips, with a DEMO model (SmolLM2-135M-Instruct).
+caption-demo: $(STAMP)
+	HF_HUB_OFFLINE=1 $(BIN)/omnivmed-data caption-demo --out out/caption-demo
 
 clean:
 	rm -rf out build *.egg-info

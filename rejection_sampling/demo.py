@@ -18,14 +18,18 @@ from pathlib import Path
 from omnivmed.builders import get_builder
 from omnivmed.data.caption_inputs import write_caption_inputs
 from omnivmed.data.surgical_demo import write_demo_tree
-from omnivmed.rejection_sampling.config import CaptionConfig, EndpointConfig, JudgeConfig, SamplingConfig
+from omnivmed.rejection_sampling.config import AcceptanceRule, CaptionConfig, EndpointConfig, JudgeConfig, SamplingConfig
 from omnivmed.rejection_sampling.run import RunResult, caption_run
 from omnivmed.rejection_sampling.server import LocalServer
 
 DEMO_WINDOW_STEP = 8  # two back-to-back windows of 8 frames per generated video
+# The demo's rule, not the default (every score >= 4): the 135M model puts most of its mass on "1"
+# whatever it reads, so its judges sample (temperature 1) and a candidate passes on a mean of 2.
+DEMO_ACCEPTANCE = AcceptanceRule(min_each=1, min_mean=2.0)
+JUDGE_SAMPLING = SamplingConfig(temperature=1.0, top_p=1.0, max_tokens=48, retry_temperature=1.0)
 
 
-def demo_config(base_url: str, *, candidates: int = 2, extra_rounds: int = 1, max_tokens: int = 40, judges: int = 2) -> CaptionConfig:
+def demo_config(base_url: str, *, candidates: int = 2, extra_rounds: int = 1, max_tokens: int = 32, judges: int = 2) -> CaptionConfig:
     from omnivmed.rejection_sampling.demo_model import DEMO_MODEL_NAME
 
     def endpoint(name: str) -> EndpointConfig:
@@ -33,8 +37,8 @@ def demo_config(base_url: str, *, candidates: int = 2, extra_rounds: int = 1, ma
         return EndpointConfig(name=name, base_url=base_url, model=DEMO_MODEL_NAME, api_key_env=None, concurrency=2, timeout_s=600, max_frames=4)
 
     panel = (
-        JudgeConfig(endpoint("demo-vision-judge"), kind="multimodal", sampling=SamplingConfig(temperature=0.0, top_p=1.0, max_tokens=48)),
-        JudgeConfig(endpoint("demo-medical-judge"), kind="text", sampling=SamplingConfig(temperature=0.0, top_p=1.0, max_tokens=48)),
+        JudgeConfig(endpoint("demo-vision-judge"), kind="multimodal", sampling=JUDGE_SAMPLING),
+        JudgeConfig(endpoint("demo-medical-judge"), kind="text", sampling=JUDGE_SAMPLING),
     )[:judges]
     return CaptionConfig(
         generator=endpoint("demo-generator"),
@@ -42,6 +46,7 @@ def demo_config(base_url: str, *, candidates: int = 2, extra_rounds: int = 1, ma
         sampling=SamplingConfig(temperature=0.8, top_p=0.95, max_tokens=max_tokens),
         candidates=candidates,
         extra_rounds=extra_rounds,
+        acceptance=DEMO_ACCEPTANCE,
         clip_workers=2,
     )
 
@@ -52,12 +57,13 @@ def prepare_demo_windows(out: Path) -> Path:
     return write_caption_inputs(builder, raw, Path(out) / "windows", step=DEMO_WINDOW_STEP, progress=False).path
 
 
-def run_demo(out: Path, *, limit: int | None = None, progress: bool = False, **config_options) -> RunResult:
+def run_demo(out: Path, *, limit: int | None = None, progress: bool = False, model=None, **config_options) -> RunResult:
+    """``model``: an already loaded :class:`DemoModel` (loading takes about 20 s)."""
     from omnivmed.rejection_sampling.demo_model import DemoModel
 
     out = Path(out)
     windows = prepare_demo_windows(out)
-    model = DemoModel()
+    model = model or DemoModel()
     with LocalServer(model.responder) as server:
         config = demo_config(server.base_url, **config_options)
         return caption_run(windows, out / "captions", config, limit=limit, progress=progress)

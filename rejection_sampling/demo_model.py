@@ -30,7 +30,7 @@ from omnivmed.rejection_sampling.server import Reply
 
 GGUF_NAME = "SmolLM2-135M-Instruct.Q4_1.gguf"
 DEMO_MODEL_NAME = "SmolLM2-135M-Instruct (demo model, text-only)"
-RATIONALE_TOKENS = 24
+RATIONALE_TOKENS = 16
 
 
 def gguf_dir() -> Path:
@@ -71,7 +71,8 @@ class DemoModel:
         self._lock = threading.Lock()
         self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="demo-model")
         self._digits = self._digit_tokens()
-        self._suppressed = [i for i in range(len(self.tokenizer)) if any(ch in self.tokenizer.decode([i]) for ch in '"\\\n{}')]
+        # Byte-level BPE spells a newline "Ċ"; quotes, backslashes and braces appear as themselves.
+        self._suppressed = sorted(i for token, i in self.tokenizer.get_vocab().items() if any(ch in token for ch in '"\\{}\nĊ'))
 
     def _digit_tokens(self) -> tuple[str, list[int]]:
         """(separator after the colon, token ids of 1..5): ' 4' when that is one token, else ' ' then '4'."""
