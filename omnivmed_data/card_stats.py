@@ -1,8 +1,8 @@
 """The numbers behind a data card: counts and cross-counts, tokens and frames per sample.
 
-Read in one pass over the memory-mapped shards, touching only the label
-columns, the conversations and the frame-list offsets (never the frame
-bytes); distributions are kept as value -> count tables, so memory does not
+Read in one pass over the shards, batch by batch (omnivmed.data.batches),
+decoding only the label columns, the conversations and the frame-list
+offsets (never the frame bytes); distributions are kept as value -> count tables, so memory does not
 grow with the number of samples. Written as ``stats.json``.
 """
 
@@ -16,8 +16,8 @@ from pathlib import Path
 
 import pyarrow.compute as pc
 
+from omnivmed.data.batches import stream_batches
 from omnivmed.data.manifest import COUNT_AXES, Manifest, shard_path
-from omnivmed.data.shards import open_shard
 
 CROSS = (("source", "split"), ("task", "modality"), ("visual_kind", "modality"), ("source", "task"))
 WORD_PIECES = re.compile(r"\w+|[^\w\s]")
@@ -85,16 +85,14 @@ def collect_stats(manifest_path: Path, manifest: Manifest, tokenizer=None) -> Ca
     if tokenizer is not None:
         stats.tokens_counted_with = "tokenizer given to the data card"
     for shard in manifest.shards:
-        table = open_shard(shard_path(manifest_path, shard))
-        n_frames = pc.list_value_length(table.column("frames"))
-        for batch in table.select(list(_LABELS) + ["conversations"]).to_batches():
+        for batch in stream_batches(shard_path(manifest_path, shard)):
             columns = {name: batch.column(name).to_pylist() for name in _LABELS}
             texts = ["\n".join(t["content"] for t in turns) for turns in batch.column("conversations").to_pylist()]
             for pair in CROSS:
                 stats.cross[",".join(pair)].update(zip(columns[pair[0]], columns[pair[1]]))
             stats.tokens.update(_count_tokens(texts, tokenizer))
-        for kind, n in zip(table.column("visual_kind").to_pylist(), n_frames.to_pylist()):
-            stats.frames.setdefault(kind, Counter())[n] += 1
+            for kind, n in zip(columns["visual_kind"], pc.list_value_length(batch.column("frames")).to_pylist()):
+                stats.frames.setdefault(kind, Counter())[n] += 1
     return stats
 
 

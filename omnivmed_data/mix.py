@@ -23,6 +23,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 from tqdm import tqdm
 
+from omnivmed.data.batches import stream_batches
 from omnivmed.data.build import _clear_previous_outputs
 from omnivmed.data.draw import Stratum, allocate, draw
 from omnivmed.data.fileio import write_if_changed
@@ -37,8 +38,8 @@ from omnivmed.data.manifest import (
     verify_manifest,
 )
 from omnivmed.data.recipe import Recipe, RecipeEntry
-from omnivmed.data.schema import SCHEMA, SCHEMA_FINGERPRINT, schema_fingerprint_of
-from omnivmed.data.shards import DEFAULT_MAX_SHARD_BYTES, ShardSchemaError, ShardWriter, open_shard
+from omnivmed.data.schema import SCHEMA_FINGERPRINT
+from omnivmed.data.shards import DEFAULT_MAX_SHARD_BYTES, ShardSchemaError, ShardWriter
 
 MANIFEST_NAME = "manifest.json"
 
@@ -165,28 +166,31 @@ def _plan_entry(entry: RecipeEntry, path: Path) -> tuple[EntryPlan, dict[Stratum
 
 
 def _pool(path: Path, manifest: Manifest, entry: RecipeEntry) -> dict[Stratum, np.ndarray]:
-    """Positions (over the manifest's shards in order) of the rows the entry may draw, by stratum."""
+    """Positions (over the manifest's shards in order) of the rows the entry may draw, by stratum.
+
+    Batches are read one at a time (not memory-mapped: touching a few columns of every batch of a
+    mapped file faults in most of its pages, so resident memory would grow with the shard).
+    """
     parts: dict[Stratum, list[np.ndarray]] = {}
     offset = 0
     splits = pa.array(entry.splits)
     tasks = pa.array(entry.tasks) if entry.tasks else None
     for shard in manifest.shards:
-        try:
-            table = open_shard(shard_path(path, shard)).select(["split", "task", "modality"])
-        except ShardSchemaError as err:
-            raise MixError(str(err)) from None
-        mask = pc.is_in(table.column("split"), value_set=splits)
-        if tasks is not None:
-            mask = pc.and_(mask, pc.is_in(table.column("task"), value_set=tasks))
-        positions = np.flatnonzero(mask.to_numpy(zero_copy_only=False)) + offset
-        kept = table.filter(mask)
-        keys = pc.binary_join_element_wise(kept.column("task"), kept.column("modality"), "\x1f").combine_chunks()
-        encoded = keys.dictionary_encode()
-        codes = encoded.indices.to_numpy(zero_copy_only=False)
-        for code, key in enumerate(encoded.dictionary.to_pylist()):
-            task, modality = key.split("\x1f")
-            parts.setdefault((task, modality), []).append(positions[codes == code])
-        offset += shard.rows
+        for batch in _checked_batches(shard_path(path, shard)):
+            mask = pc.is_in(batch.column("split"), value_set=splits)
+            if tasks is not None:
+                mask = pc.and_(mask, pc.is_in(batch.column("task"), value_set=tasks))
+            positions = np.flatnonzero(mask.to_numpy(zero_copy_only=False)) + offset
+            offset += batch.num_rows
+            if not len(positions):
+                continue
+            keys = pc.binary_join_element_wise(
+                pc.filter(batch.column("task"), mask), pc.filter(batch.column("modality"), mask), "\x1f"
+            ).dictionary_encode()
+            codes = keys.indices.to_numpy(zero_copy_only=False)
+            for code, key in enumerate(keys.dictionary.to_pylist()):
+                task, modality = key.split("\x1f")
+                parts.setdefault((task, modality), []).append(positions[codes == code])
     return {k: np.concatenate(v) for k, v in parts.items()}
 
 
@@ -230,13 +234,11 @@ def run_mix(
     return MixResult(manifest_path, published, template, reused=False)
 
 
-def stream_batches(path: Path) -> Iterator[pa.RecordBatch]:
-    """A shard's batches read one at a time into memory (no mapping that grows with the file)."""
-    with pa.OSFile(str(path)) as source:
-        reader = pa.ipc.open_stream(source)
-        if not reader.schema.equals(SCHEMA) and schema_fingerprint_of(reader.schema) != SCHEMA_FINGERPRINT:
-            raise MixError(f"{path}: schema fingerprint is not this tool's {SCHEMA_FINGERPRINT[:12]}")
-        yield from reader
+def _checked_batches(path: Path) -> Iterator[pa.RecordBatch]:
+    try:
+        yield from stream_batches(path)
+    except ShardSchemaError as err:
+        raise MixError(str(err)) from None
 
 
 def _drawn_rows(plan: EntryPlan) -> Iterator[dict]:
@@ -247,7 +249,7 @@ def _drawn_rows(plan: EntryPlan) -> Iterator[dict]:
         if hi > lo:
             wanted = plan.rows[lo:hi] - offset
             start = 0
-            for batch in stream_batches(shard_path(plan.manifest_path, shard)):
+            for batch in _checked_batches(shard_path(plan.manifest_path, shard)):
                 a, b = np.searchsorted(wanted, [start, start + batch.num_rows])
                 if b > a:
                     yield from batch.take(pa.array(wanted[a:b] - start)).to_pylist()

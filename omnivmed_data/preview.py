@@ -4,7 +4,8 @@ Frames are inlined as data URIs and the samples as a JSON block, so the page
 opens from disk without a server or network. Volumes show as a scrubbable
 strip of slices, videos as a strip with Play; each sample shows its
 conversation and provenance. Which samples appear is a seeded draw over row
-positions per visual kind; only the drawn rows are read.
+positions per visual kind; only the drawn rows are decoded (batch by batch,
+so memory stays flat however large the set).
 """
 
 from __future__ import annotations
@@ -17,10 +18,10 @@ from pathlib import Path
 
 import numpy as np
 
+from omnivmed.data.batches import stream_batches
 from omnivmed.data.fileio import write_if_changed
 from omnivmed.data.manifest import Manifest, shard_path
 from omnivmed.data.schema import VISUAL_KINDS
-from omnivmed.data.shards import open_shard
 
 PREVIEW_NAME = "preview.html"
 DEFAULT_PER_KIND = 4
@@ -32,9 +33,11 @@ def preview_positions(manifest_path: Path, manifest: Manifest, per_kind: int, se
     """(shard index, row) of up to ``per_kind`` samples of each visual kind, in kind then row order."""
     by_kind: dict[str, list[tuple[int, int]]] = {}
     for i, shard in enumerate(manifest.shards):
-        kinds = open_shard(shard_path(manifest_path, shard)).column("visual_kind").to_pylist()
-        for row, kind in enumerate(kinds):
-            by_kind.setdefault(kind, []).append((i, row))
+        row = 0
+        for batch in stream_batches(shard_path(manifest_path, shard)):
+            for kind in batch.column("visual_kind").to_pylist():
+                by_kind.setdefault(kind, []).append((i, row))
+                row += 1
     chosen = []
     for kind in VISUAL_KINDS:
         pool = by_kind.get(kind, [])
@@ -51,17 +54,27 @@ def write_preview(manifest_path: Path, out: Path, *, per_kind: int = DEFAULT_PER
     manifest = Manifest.load(manifest_path)
     seed = (manifest.seed or 0) if seed is None else seed
     positions = preview_positions(manifest_path, manifest, per_kind, seed)
-    samples = []
-    tables: dict[int, object] = {}  # memory-mapped: only the drawn rows' pages are read
-    for shard_index, row in positions:
-        if shard_index not in tables:
-            tables[shard_index] = open_shard(shard_path(manifest_path, manifest.shards[shard_index]))
-        samples.append(_page_sample(tables[shard_index].slice(row, 1).to_pylist()[0]))
+    samples = [_page_sample(row) for row in _rows_at(manifest_path, manifest, positions)]
     kinds = sorted({s["visual_kind"] for s in samples})
     note = f"up to {per_kind} per visual kind ({', '.join(kinds) or 'none'}), seed {seed}"
     payload = {"name": manifest.name, "rows": manifest.rows, "note": note, "samples": samples}
     write_if_changed(Path(out), render_page(f"{manifest.name}: preview", payload).encode())
     return len(samples)
+
+
+def _rows_at(manifest_path: Path, manifest: Manifest, positions: list[tuple[int, int]]) -> list[dict]:
+    """The rows at ``positions``, in that order, streamed batch by batch (only their shards are read)."""
+    found: dict[tuple[int, int], dict] = {}
+    for shard_index in sorted({i for i, _ in positions}):
+        wanted = sorted(row for i, row in positions if i == shard_index)
+        start = 0
+        for batch in stream_batches(shard_path(manifest_path, manifest.shards[shard_index])):
+            inside = [row - start for row in wanted if start <= row < start + batch.num_rows]
+            if inside:
+                for row, values in zip(inside, batch.take(inside).to_pylist()):
+                    found[(shard_index, row + start)] = values
+            start += batch.num_rows
+    return [found[p] for p in positions]
 
 
 def render_page(title: str, payload: dict) -> str:
