@@ -46,6 +46,7 @@ bench: $(STAMP)
 	$(BIN)/python benchmarks/bench_volumes.py
 	$(BIN)/python benchmarks/bench_clips.py
 	$(BIN)/python benchmarks/bench_caption.py
+	$(BIN)/python benchmarks/bench_mix_memory.py
 
 # The captioning loop offline on the embedded clips, with a DEMO model (SmolLM2-135M-Instruct).
 caption-demo: $(STAMP)
