@@ -12,12 +12,18 @@ runs and dry runs walk the same clips and build the same requests:
 Failures are recorded in the cache's ``failures`` table with the run number,
 with every key this run may send redacted from their text. Token usage is
 summed per stage, split into what this run paid for and what the cache served.
+
+Cache reads and writes run on one helper thread: a commit waits for the disk
+(fsync), and the event loop must keep every other request moving meanwhile.
+A reply is still committed before the request that asked for it returns.
 """
 
 from __future__ import annotations
 
+import asyncio
 import time
 from collections import defaultdict
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Callable
 
@@ -85,6 +91,13 @@ class Requester:
     usage: dict[str, StageUsage] = field(default_factory=lambda: defaultdict(StageUsage))
     first_send: float | None = None
     last_reply: float | None = None
+    _io: ThreadPoolExecutor = field(default_factory=lambda: ThreadPoolExecutor(max_workers=1, thread_name_prefix="reply-cache"))
+
+    async def _db(self, fn, *args):
+        return await asyncio.get_running_loop().run_in_executor(self._io, fn, *args)
+
+    def close(self) -> None:
+        self._io.shutdown(wait=True)
 
     def redact(self, text: str) -> str:
         for secret in self.secrets:
@@ -93,7 +106,7 @@ class Requester:
 
     async def reply(self, request: ChatRequest) -> CachedReply:
         usage = self.usage[request.stage]
-        hit = self.cache.get(request.key)
+        hit = await self._db(self.cache.get, request.key)
         if hit is not None:
             usage.cached += 1
             usage.cached_prompt_tokens += hit.prompt_tokens
@@ -109,9 +122,9 @@ class Requester:
             body = await self.clients[request.endpoint].send(request)
         except TransportFailure as failure:
             usage.failed += 1
-            self.cache.record_failure(self.run, request, failure.kind, self.redact(failure.detail), failure.tries)
+            await self._db(self.cache.record_failure, self.run, request, failure.kind, self.redact(failure.detail), failure.tries)
             raise
-        reply = self.cache.put(request, body)
+        reply = await self._db(self.cache.put, request, body)
         self.last_reply = time.perf_counter()
         usage.sent += 1
         usage.prompt_tokens += reply.prompt_tokens
@@ -131,7 +144,7 @@ class Requester:
                 value = parse(reply.content)
             except ParseError as err:
                 self.usage[request.stage].unparsed += 1
-                self.cache.record_failure(self.run, request, "parse", self.redact(str(err)), 1)
+                await self._db(self.cache.record_failure, self.run, request, "parse", self.redact(str(err)), 1)
                 attempts.append(Attempt(reply.key, reply.content, reply.prompt_tokens, reply.completion_tokens, reply.finish_reason, str(err)))
                 continue
             attempts.append(Attempt(reply.key, reply.content, reply.prompt_tokens, reply.completion_tokens, reply.finish_reason, None))

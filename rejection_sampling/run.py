@@ -103,4 +103,5 @@ async def _caption(clips: list[ClipInput], config: CaptionConfig, cache: ReplyCa
     finally:
         for client in clients.values():
             await client.aclose()
+        requester.close()
     return outcomes, requester, time.perf_counter() - start
