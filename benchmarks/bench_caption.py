@@ -7,7 +7,7 @@ endpoint client and for the whole request path (client + durable cache write),
 and the client's CPU time per request (this process only). Requests are real
 caption requests: 4 JPEG frames of a generated clip as base64 parts plus the QA text.
 
-    python benchmarks/bench_caption.py                      # C = 1, 16, 64 at L = 0.25 s
+    python benchmarks/bench_caption.py                      # C = 1, 16, 64 at L = 1 s
     python benchmarks/bench_caption.py --concurrency 64 --latency 0.5 --rounds 20
 
 Goal: at least 0.9 of ideal at C = 64.
@@ -90,9 +90,9 @@ def measure(base_url: str, concurrency: int, latency: float, rounds: int, workdi
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--latency", type=float, default=0.25, help="server latency L in seconds")
+    parser.add_argument("--latency", type=float, default=1.0, help="server latency L in seconds (a 72B endpoint answers in seconds)")
     parser.add_argument("--concurrency", type=int, nargs="*", default=[1, 16, 64], help="values of C")
-    parser.add_argument("--rounds", type=int, default=12, help="requests per run = C x rounds")
+    parser.add_argument("--rounds", type=int, default=10, help="requests per run = C x rounds")
     args = parser.parse_args()
     server, base_url = start_server(args.latency)
     try:
