@@ -235,3 +235,34 @@ def test_unusable_windows_are_rejected_with_the_file(windows, tmp_path):
     assert {(r["file"], r["reason"]) for r in rejects} == {("windows.arrow", "no_frames"), ("windows.arrow", "no_qa_text")}
     digest = hashlib.sha256(path.read_bytes()).hexdigest()
     assert Manifest.load(tmp_path / "out" / "manifest.json").inputs[0].sha256 == digest
+
+
+def test_server_gone_mid_run_then_back(windows, tmp_path):
+    """The endpoint dies mid-run (connections cut, port closed): the run ends with failed clips recorded,
+    and the next run, against the server back up, asks only for what was missing."""
+    import threading
+    import time
+
+    script = Script()
+    server = LocalServer(script, latency_s=0.01).start()
+    config = caption_config(server.base_url, max_retries=1)
+    results = {}
+    worker = threading.Thread(target=lambda: results.setdefault("first", caption_run(windows, tmp_path / "out", config)))
+    worker.start()
+    while len(server.keys()) < 20 and worker.is_alive():
+        time.sleep(0.002)
+    server.stop()
+    worker.join(timeout=60)
+    summary = results["first"].outputs.summary
+    assert summary["failed"] > 0 and summary["accepted"] + summary["rejected"] + summary["failed"] == CLIPS
+    with ReplyCache(tmp_path / "out" / "requests.sqlite") as cache:
+        received = cache.keys()
+        assert {f["kind"] for f in cache.failures(run=1)} <= {"connection", "parse"}
+    sent = set(server.keys())
+    assert received <= sent and len(sent - received) <= 3 * 64  # only replies cut off in flight are missing
+
+    with LocalServer(script) as back:  # another port: where the endpoint is does not enter the keys
+        rerun = caption_run(windows, tmp_path / "out", caption_config(back.base_url))
+        assert back.keys(None) and not set(back.keys(None)) & received
+    assert rerun.outputs.summary["failed"] == 0
+    assert rerun.outputs.summary["accepted"] + rerun.outputs.summary["rejected"] == CLIPS
