@@ -73,7 +73,7 @@ def instruct_dataset(config: PipelineConfig, *, progress: bool = True, say: Call
     except NothingStaged:
         plan = None
     left_out = {e.name for e, _ in plan.missing} if plan is not None else {e.name for e in recipe.entries}
-    missing = [(e.name, how_to_get(e, config)) for e in recipe.entries if e.name in left_out]
+    missing = [(e.name, how_to_get(e, config, recipe)) for e in recipe.entries if e.name in left_out]
     for name, how in missing:
         note(f"missing: {name}: {how}")
 
@@ -166,11 +166,14 @@ def _caption(entry: RecipeEntry, config: PipelineConfig, note: Callable[[str], N
     note(f"caption: {entry.name}: {windows.windows:,} windows, {rows:,} judged captions accepted -> {staged}")
 
 
-def how_to_get(entry: RecipeEntry, config: PipelineConfig) -> str:
+def how_to_get(entry: RecipeEntry, config: PipelineConfig, recipe: Recipe | None = None) -> str:
     """One line: how the user obtains and stages this entry's source."""
     staged = Path(config.staged_root) / entry.staged
     if entry.how_to_get:
         return entry.how_to_get
+    builder_entry = next((e for e in (recipe.entries if recipe else ()) if e.staged == entry.staged and e.build), None)
+    if entry.build is None and entry.caption is None and builder_entry is not None:
+        return f"staged by sources.{builder_entry.name} ({staged}): " + how_to_get(builder_entry, config)
     if entry.caption is not None:
         return (
             f"judged captions of {entry.caption.windows_of} videos: `omnivmed-data windows {entry.caption.windows_of} "

@@ -1,15 +1,13 @@
 """The data card beside mixed shards: sources, counts, recipe and seed, rejects with reasons, stats.json."""
 
 import json
-from pathlib import Path
 
 import pytest
-from support.raw_trees import make_vqa_rad_subset, VQA_RAD_IMAGES, VQA_RAD_JSON
+from support.raw_trees import VQA_RAD_IMAGES, VQA_RAD_JSON, make_vqa_rad_subset
 from support.samples import build_named
 from support.staged_sources import write_staged
 
 from omnivmed.data.datacard import publish, render_datacard
-from omnivmed.data.manifest import Manifest
 from omnivmed.data.mix import mix_and_publish, plan_mix, reject_reports
 from omnivmed.data.recipe import load_recipe
 

@@ -197,3 +197,69 @@ def test_strict_mode_fails_on_a_missing_source(first, raw, tmp_path):
     )
     assert result.exit_code == 2
     assert "sources.cholec80_captions: no manifest at" in " ".join(result.output.split())
+
+
+CAPTION_RECIPE = """
+name: captioned
+seed: 0
+sources:
+  cholec80_vqa:
+    take: all
+    splits: [train, validation]
+    build: {source: cholec80_vqa, raw: cholec80_vqa, options: {short_side: "0"}}
+  cholec80_captions:
+    take: all
+    splits: [train, validation]
+    tasks: [video_caption]
+    caption: {windows_of: cholec80_vqa, raw: cholec80_vqa, options: {short_side: "0"}, step: 2}
+"""
+
+
+def caption_config_file(path: Path, base_url: str) -> Path:
+    """The captioner's config format: a generator and two judges on one local scripted server."""
+    import yaml
+
+    def endpoint(name: str) -> dict:
+        return {"name": name, "base_url": base_url, "model": f"model-{name}", "api_key_env": None, "backoff_s": 0.01, "max_backoff_s": 0.05, "timeout_s": 5.0}
+
+    config = {
+        "generator": endpoint("gen"),
+        "judges": [{**endpoint("vision"), "kind": "multimodal"}, {**endpoint("text"), "kind": "text"}],
+        "candidates": 2,
+        "extra_rounds": 1,
+    }
+    path.write_text(yaml.safe_dump(config))
+    return path
+
+
+def test_with_an_endpoint_the_judged_captions_are_made_and_mixed(tmp_path):
+    from support.caption_fixtures import Script
+
+    from omnivmed.data.surgical_demo import write_demo_tree
+    from omnivmed.rejection_sampling.server import LocalServer
+
+    # the embedded demo tree: two videos whose windows all hold QA lines (the captioner needs them)
+    raw = tmp_path / "raw"
+    write_demo_tree(raw / "cholec80_vqa")
+    recipe = tmp_path / "captioned.yaml"
+    recipe.write_text(CAPTION_RECIPE)
+    lines: list[str] = []
+    with LocalServer(Script()) as server:
+        config = PipelineConfig(
+            recipe=recipe,
+            raw_root=raw,
+            staged_root=tmp_path / "staged",
+            out_root=tmp_path / "out",
+            manifests_dir=None,
+            caption_endpoint=str(caption_config_file(tmp_path / "caption.yaml", server.base_url)),
+        )
+        report = instruct_dataset(config, progress=False, say=lines.append)
+    captions = Manifest.load(tmp_path / "staged" / "cholec80_captions" / "manifest.json")
+    accepted = captions.counts["task"]["video_caption"]
+    assert accepted > 0 and report.missing == []
+    assert any(line.startswith("caption: cholec80_captions: ") and "judged captions accepted" in line for line in lines)
+    m = report.result.manifest
+    assert m.counters["recipe.cholec80_captions.taken"] == accepted
+    assert m.counts["task"]["video_caption"] == accepted
+    # the captions keep the window's source, so both entries count under cholec80_vqa
+    assert m.counts["source"] == {"cholec80_vqa": accepted + m.counters["recipe.cholec80_vqa.taken"]}
