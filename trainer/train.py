@@ -21,7 +21,7 @@ from omnivmed.trainer.checkpoint import load_latest, restore_rng, save_checkpoin
 from omnivmed.trainer.config import ConfigError, TrainConfig
 from omnivmed.trainer.data.chat import ChatEncoder
 from omnivmed.trainer.data.order import Partition
-from omnivmed.trainer.data.sources import discover_manifests, load_index
+from omnivmed.trainer.data.sources import load_index, manifests_for_stage
 from omnivmed.trainer.data.stream import DataStream, Position, filter_index
 from omnivmed.trainer.data.visual import VisualSpec
 from omnivmed.trainer.distributed import Runtime, barrier, full_state, init_runtime, load_full_state, shutdown, unwrap, wrap
@@ -105,7 +105,7 @@ def make_optimizer(model: OmniVMed, stage):
 
 def build_stream(cfg: TrainConfig, model: OmniVMed, runtime: Runtime) -> DataStream:
     data = cfg.resolved_data()
-    manifests = [m for s in data.shards for m in discover_manifests(Path(s))]
+    manifests = [m for s in data.shards for m in manifests_for_stage(Path(s), cfg.stage.number)]
     index = filter_index(load_index(manifests, data.split, verify=data.verify), cfg.stage.visual_kinds, cfg.stage.tasks)
     arch = model.arch
     spec = VisualSpec(

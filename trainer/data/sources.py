@@ -37,6 +37,34 @@ def discover_manifests(path: Path) -> list[Path]:
     return found
 
 
+RECIPE_STAGE = "recipe.stage"  # the option a recipe mix writes into its manifest (omnivmed-data mix)
+
+
+def manifests_for_stage(path: Path, stage: int) -> list[Path]:
+    """The manifests ``--shards PATH`` means for ``stage``.
+
+    A file is taken as given. In a folder (``manifests/``), recipe mixes say
+    which stage they are for (``recipe.stage`` in their options): when any
+    manifest there says so, only those for this stage are used.
+    """
+    found = discover_manifests(path)
+    if Path(path).is_file():
+        return found
+    stages = {}
+    for manifest_path in found:
+        try:
+            stages[manifest_path] = Manifest.load(manifest_path).options.get(RECIPE_STAGE)
+        except ManifestError as err:
+            raise TrainDataError(str(err)) from None
+    if not any(stages.values()):
+        return found
+    chosen = [p for p, s in stages.items() if s == str(stage)]
+    if not chosen:
+        declared = ", ".join(f"{p.name} (stage {s})" for p, s in stages.items() if s)
+        raise TrainDataError(f"{path}: no manifest is for stage {stage}; found {declared}")
+    return chosen
+
+
 @dataclass
 class SampleIndex:
     """Every selected row: which shard, which row, and the columns the stage filters use."""
@@ -100,17 +128,24 @@ def _open(path: Path):
 
 
 class ShardReader:
-    """Random access to Samples; each process (DataLoader worker) memory-maps shards lazily."""
+    """Random access to Samples; each process (DataLoader worker) memory-maps shards lazily.
+
+    A row is sliced from its own record batch (slicing the chunked table costs more).
+    """
 
     def __init__(self, shards: list[Path]):
         self.shards = list(shards)
-        self._tables: dict[int, object] = {}
+        self._batches: dict[int, tuple[list, np.ndarray]] = {}
 
     def sample(self, shard: int, row: int) -> Sample:
-        table = self._tables.get(shard)
-        if table is None:
-            table = self._tables[shard] = _open(self.shards[shard])
-        return Sample.from_row(table.slice(int(row), 1).to_pylist()[0])
+        entry = self._batches.get(shard)
+        if entry is None:
+            batches = _open(self.shards[shard]).to_batches()
+            starts = np.cumsum([0] + [b.num_rows for b in batches])
+            entry = self._batches[shard] = (batches, starts)
+        batches, starts = entry
+        number = int(np.searchsorted(starts, row, side="right")) - 1
+        return Sample.from_row(batches[number].slice(int(row - starts[number]), 1).to_pylist()[0])
 
     def __getstate__(self):  # workers re-open their own memory maps
-        return {"shards": self.shards, "_tables": {}}
+        return {"shards": self.shards, "_batches": {}}

@@ -79,3 +79,20 @@ def test_bad_paths_and_manifests(tmp_path):
     (tmp_path / "manifest.json").write_text("{not json")
     with pytest.raises(TrainDataError, match="manifest.json: not valid JSON"):
         load_index([tmp_path / "manifest.json"])
+
+
+def test_a_folder_of_recipe_mixes_gives_each_stage_its_own(embedded_manifest, tmp_path):
+    from omnivmed.trainer.data.sources import manifests_for_stage
+
+    folder = tmp_path / "manifests"
+    folder.mkdir()
+    for stage in (1, 3):
+        data = json.loads(embedded_manifest.read_text())
+        data["options"]["recipe.stage"] = str(stage)
+        for shard in data["shards"]:
+            shard["path"] = str((embedded_manifest.parent / shard["path"]).resolve())
+        (folder / f"stage{stage}.manifest.json").write_text(json.dumps(data))
+    assert [p.name for p in manifests_for_stage(folder, 3)] == ["stage3.manifest.json"]
+    assert manifests_for_stage(folder / "stage1.manifest.json", 3) == [folder / "stage1.manifest.json"]
+    with pytest.raises(TrainDataError, match=r"no manifest is for stage 2; found stage1.manifest.json \(stage 1\)"):
+        manifests_for_stage(folder, 2)
