@@ -36,6 +36,7 @@ class Resumed:
     scheduler_state: dict
     rng: dict
     init: str
+    counters: dict  # the run's data counters so far (samples, cut, unsupervised, kept patches)
 
 
 def rng_state() -> dict:
@@ -55,7 +56,7 @@ def restore_rng(state: dict) -> None:
 
 def save_checkpoint(
     folder: Path, step: int, position: Position, model_state: dict, optimizer_state: dict, scheduler_state: dict,
-    init: str, keep: int,
+    init: str, keep: int, counters: dict | None = None,
 ) -> Path:  # fmt: skip
     folder = Path(folder)
     final = folder / f"step-{step:08d}"
@@ -66,7 +67,10 @@ def save_checkpoint(
     save_file({k: v.detach().clone().contiguous() for k, v in model_state.items()}, str(tmp / "model.safetensors"))
     torch.save(optimizer_state, tmp / "optimizer.pt")
     torch.save(rng_state(), tmp / "rng.pt")
-    state = {"step": step, "epoch": position.epoch, "seen": position.seen, "scheduler": scheduler_state, "init": init}
+    state = {
+        "step": step, "epoch": position.epoch, "seen": position.seen, "scheduler": scheduler_state, "init": init,
+        "counters": counters or {},
+    }  # fmt: skip
     (tmp / "state.json").write_text(json.dumps(state, indent=2, sort_keys=True) + "\n")
     for file in tmp.iterdir():
         with open(file, "rb") as f:
@@ -95,6 +99,7 @@ def load_latest(folder: Path) -> Resumed | None:
             scheduler_state=state["scheduler"],
             rng=torch.load(path / "rng.pt", weights_only=False),
             init=state["init"],
+            counters=state.get("counters", {}),
         )
     except (OSError, KeyError, json.JSONDecodeError) as err:
         raise RuntimeError(f"{path}: unreadable checkpoint ({err})") from None

@@ -80,6 +80,17 @@ class Metrics:
             self._bar.set_postfix(loss=f"{loss:.4f}", tok_s=f"{tokens_per_s:.0f}", kept=f"{total.get('all', 1.0):.2f}")
             self._bar.update(1)
 
+    def counters(self) -> dict:
+        """What a checkpoint keeps so the summary of a resumed run covers the whole stage."""
+        return {"samples": self.samples, "cut": self.cut, "unsupervised": self.unsupervised,
+                "kept": dict(self.kept), "before": dict(self.before)}  # fmt: skip
+
+    def restore(self, counters: dict) -> None:
+        self.samples = counters.get("samples", 0)
+        self.cut = counters.get("cut", 0)
+        self.unsupervised = counters.get("unsupervised", 0)
+        self.kept, self.before = Counter(counters.get("kept", {})), Counter(counters.get("before", {}))
+
     def summary(self) -> dict:
         return {
             "samples": self.samples,

@@ -162,13 +162,15 @@ def _run(cfg: TrainConfig, runtime: Runtime) -> LoopResult:
         stage_dir, enabled=runtime.is_main, tensorboard=cfg.run.tensorboard, progress=cfg.run.progress,
         total=cfg.stage.steps, start=step,
     )  # fmt: skip
+    if resumed is not None:
+        metrics.restore(resumed.counters)
 
     def checkpoint(at_step: int, at: Position) -> None:
         model_state, optim_state = full_state(wrapped, optimizer, trainable_only=True)
         if runtime.is_main:
             save_checkpoint(
                 stage_dir / "checkpoints", at_step, at, model_state, optim_state, scheduler.state_dict(), init,
-                cfg.run.keep_checkpoints,
+                cfg.run.keep_checkpoints, metrics.counters(),
             )  # fmt: skip
         barrier(runtime)
 

@@ -93,6 +93,8 @@ def test_resume_from_a_mid_stage_checkpoint_gives_identical_losses(three_stages,
     second = run_stage(stage_config(embedded_manifest, tmp_path, 3, init=init))
     assert second.finished and len(second.losses) == STEPS // 2
     assert losses(tmp_path / "stage3") == losses(three_stages / "stage3")
+    summaries = [json.loads((d / "stage3" / "summary.json").read_text()) for d in (tmp_path, three_stages)]
+    assert summaries[0] == summaries[1]  # counters travel in the checkpoint
     uninterrupted = load_file(str(three_stages / "stage3" / "model" / "projector" / "model.safetensors"))
     resumed = load_file(str(tmp_path / "stage3" / "model" / "projector" / "model.safetensors"))
     assert all(torch.equal(uninterrupted[k], resumed[k]) for k in uninterrupted)

@@ -52,3 +52,21 @@ def test_saved_folder_reloads_with_the_same_outputs(tiny_model, tmp_path):
     with torch.no_grad():
         assert torch.equal(tiny_model(batch)[0], again(batch)[0])
     assert again.arch == tiny_model.arch
+
+
+def test_vision_weights_load_from_a_full_siglip_checkpoint(tiny_base, tmp_path):
+    """siglip-so400m-patch14-384 is published as a whole SiglipModel (text and vision towers)."""
+    from transformers import SiglipConfig, SiglipModel, SiglipTextConfig, SiglipVisionConfig
+
+    from omnivmed.trainer.model.omnivmed import load_model
+
+    vision = SiglipVisionConfig(hidden_size=32, intermediate_size=64, num_hidden_layers=2, num_attention_heads=2,
+                                image_size=32, patch_size=8)  # fmt: skip
+    text = SiglipTextConfig(hidden_size=32, intermediate_size=64, num_hidden_layers=1, num_attention_heads=2, vocab_size=64)
+    torch.manual_seed(1)
+    full = SiglipModel(SiglipConfig(text_config=text.to_dict(), vision_config=vision.to_dict()))
+    full.save_pretrained(tmp_path / "siglip")
+    model = load_model(tmp_path / "siglip", tiny_base / "llm")
+    ours = model.vision.siglip.encoder.layers[1].mlp.fc2.weight
+    assert torch.equal(ours, full.vision_model.encoder.layers[1].mlp.fc2.weight)
+    assert model.arch.rope_split == (2, 3, 3)  # head_dim 16: 8 pairs
