@@ -74,3 +74,20 @@ def is_within(root: Path, candidate: Path) -> bool:
     root = Path(os.path.realpath(root))
     candidate = Path(os.path.realpath(candidate))
     return candidate == root or root in candidate.parents
+
+
+def read_json_or_yaml(path: Path, error: type[Exception] = ValueError):
+    """The parsed contents of a ``.json`` file (else YAML); ``error`` names the file and the reason."""
+    import json
+
+    import yaml
+
+    path = Path(path)
+    try:
+        text = path.read_text(encoding="utf-8")
+    except OSError as err:
+        raise error(f"{path}: cannot read ({err.strerror})") from None
+    try:
+        return json.loads(text) if path.suffix == ".json" else yaml.safe_load(text)
+    except (json.JSONDecodeError, yaml.YAMLError) as err:
+        raise error(f"{path}: not valid {'JSON' if path.suffix == '.json' else 'YAML'} ({str(err).splitlines()[0]})") from None

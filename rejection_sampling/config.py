@@ -8,12 +8,12 @@ user's own config file (``api_key``), and goes no further than the client.
 
 from __future__ import annotations
 
-import json
 import os
-from dataclasses import asdict, dataclass, field, fields, replace
+from dataclasses import asdict, dataclass, fields, replace
 from pathlib import Path
 
-import yaml
+
+from omnivmed.data.fileio import read_json_or_yaml
 
 MEDIA_MODES = ("images", "video")
 STRUCTURED_MODES = ("json_schema", "json_object", "none")
@@ -256,16 +256,7 @@ def config_from_dict(data: dict, origin: str = "<config>") -> CaptionConfig:
 
 
 def load_config(path: Path) -> CaptionConfig:
-    path = Path(path)
-    try:
-        text = path.read_text(encoding="utf-8")
-    except OSError as err:
-        raise ConfigError(f"{path}: cannot read ({err.strerror})") from None
-    try:
-        data = json.loads(text) if path.suffix == ".json" else yaml.safe_load(text)
-    except (json.JSONDecodeError, yaml.YAMLError) as err:
-        raise ConfigError(f"{path}: not valid {'JSON' if path.suffix == '.json' else 'YAML'} ({str(err).splitlines()[0]})") from None
-    return config_from_dict(data, origin=str(path))
+    return config_from_dict(read_json_or_yaml(path, ConfigError), origin=str(path))
 
 
 def default_config(base_url: str = "http://127.0.0.1:8000/v1") -> CaptionConfig:

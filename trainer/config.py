@@ -9,12 +9,11 @@ picked by ``run.stage`` (its default from stages.py). Runtime objects
 
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass, field, fields
 from pathlib import Path
 
-import yaml
 
+from omnivmed.data.fileio import read_json_or_yaml
 from omnivmed.trainer.model.attention import IMPLEMENTATIONS
 from omnivmed.trainer.presets import Preset, get_preset
 from omnivmed.trainer.stages import Stage, default_stage
@@ -165,14 +164,7 @@ _SECTIONS = {"model": ModelConfig, "data": DataConfig, "run": RunConfig}
 
 def read_config_file(path: Path) -> dict:
     path = Path(path)
-    try:
-        text = path.read_text(encoding="utf-8")
-    except OSError as err:
-        raise ConfigError(f"{path}: cannot read config ({err.strerror})") from None
-    try:
-        data = json.loads(text) if path.suffix == ".json" else yaml.safe_load(text)
-    except (json.JSONDecodeError, yaml.YAMLError) as err:
-        raise ConfigError(f"{path}: not valid {'JSON' if path.suffix == '.json' else 'YAML'} ({err})") from None
+    data = read_json_or_yaml(path, ConfigError)
     if not isinstance(data, dict):
         raise ConfigError(f"{path}: a config file holds a mapping of sections (model, data, run, stage)")
     unknown = set(data) - {*_SECTIONS, "stage"}
