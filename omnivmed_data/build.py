@@ -19,7 +19,7 @@ from tqdm import tqdm
 
 from omnivmed.builders.base import Builder, Reject
 from omnivmed.data.fileio import atomic_write_bytes, sha256_file, sha256_folder
-from omnivmed.data.manifest import COUNT_AXES, InputFile, Manifest, ManifestError, SourceCard, verify_manifest
+from omnivmed.data.manifest import COUNT_AXES, InputFile, Manifest, SourceCard, load_intact_manifest
 from omnivmed.data.schema import Sample
 from omnivmed.data.shards import DEFAULT_MAX_SHARD_BYTES, ShardWriter
 from omnivmed.data.volume.dicom_privacy import redact_path
@@ -62,15 +62,7 @@ def input_checksums(builder: Builder, raw: Path) -> list[InputFile]:
 
 
 def _up_to_date(manifest_path: Path, inputs: list[InputFile], options: dict[str, str]) -> Manifest | None:
-    if not manifest_path.is_file():
-        return None
-    try:
-        previous = Manifest.load(manifest_path)
-    except ManifestError:
-        return None
-    if previous.inputs != inputs or previous.options != options or verify_manifest(manifest_path, previous):
-        return None
-    return previous
+    return load_intact_manifest(manifest_path, lambda m: m.inputs == inputs and m.options == options)
 
 
 def build_source(

@@ -11,6 +11,7 @@ from __future__ import annotations
 import json
 from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
+from typing import Callable
 
 import pyarrow as pa
 
@@ -165,3 +166,18 @@ def _check_shard_contents(path: Path, shard: ShardInfo, expected_fingerprint: st
     if rows != shard.rows:
         problems.append(f"{shard.path}: {rows} rows, manifest says {shard.rows}")
     return problems
+
+
+def load_intact_manifest(manifest_path: Path, matches: Callable[[Manifest], bool] = lambda m: True) -> Manifest | None:
+    """The manifest at ``manifest_path`` when it loads, ``matches`` it and its shards verify; None
+    otherwise (the up-to-date checks of build and mix: anything less means redo the work).
+    ``matches`` runs first, so a manifest of other inputs is never hashed."""
+    if not manifest_path.is_file():
+        return None
+    try:
+        manifest = Manifest.load(manifest_path)
+    except ManifestError:
+        return None
+    if not matches(manifest) or verify_manifest(manifest_path, manifest):
+        return None
+    return manifest

@@ -34,8 +34,8 @@ from omnivmed.data.manifest import (
     ManifestError,
     ShardInfo,
     SourceCard,
+    load_intact_manifest,
     shard_path,
-    verify_manifest,
 )
 from omnivmed.data.recipe import Recipe, RecipeEntry
 from omnivmed.data.schema import SCHEMA_FINGERPRINT
@@ -296,19 +296,8 @@ def _manifest_template(plan: MixPlan) -> Manifest:
 
 
 def _up_to_date(manifest_path: Path, template: Manifest) -> Manifest | None:
-    if not manifest_path.is_file():
-        return None
-    try:
-        previous = Manifest.load(manifest_path)
-    except ManifestError:
-        return None
-    same = all(
-        getattr(previous, f) == getattr(template, f)
-        for f in ("name", "recipe_sha256", "seed", "inputs", "options", "counters", "schema_fingerprint", "tool_version")
-    )
-    if not same or verify_manifest(manifest_path, previous):
-        return None
-    return previous
+    fields = ("name", "recipe_sha256", "seed", "inputs", "options", "counters", "schema_fingerprint", "tool_version")
+    return load_intact_manifest(manifest_path, lambda m: all(getattr(m, f) == getattr(template, f) for f in fields))
 
 
 def _publish(manifest: Manifest, manifest_path: Path, manifests_dir: Path | None) -> Path | None:
