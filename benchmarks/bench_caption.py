@@ -28,7 +28,7 @@ from omnivmed.rejection_sampling.cache import ReplyCache
 from omnivmed.rejection_sampling.client import EndpointClient
 from omnivmed.rejection_sampling.clip_inputs import read_clips
 from omnivmed.rejection_sampling.config import EndpointConfig
-from omnivmed.rejection_sampling.demo import prepare_demo_windows
+from omnivmed.caption_demo import prepare_demo_windows
 from omnivmed.rejection_sampling.media_parts import clip_media
 from omnivmed.rejection_sampling.pipeline import CaptionPipeline
 from omnivmed.rejection_sampling.config import CaptionConfig

@@ -11,7 +11,7 @@ reporting its own peak RSS (VmHWM):
    samples, stratified, plus the whole data card (stats.json, 3 figures,
    preview page).
 
-The ratio peak(max N) / peak(min N) is the figure quoted in the README;
+The ratio peak(max N) / peak(min N) is the figure quoted in benchmarks/README.md;
 near 1 means memory is flat in N. Results go to benchmarks/results/.
 
     python benchmarks/bench_mix_memory.py [--counts 10000,100000] [--keep DIR]
@@ -82,7 +82,7 @@ def generated_builder(n: int):
 
 
 def child_build(n: int, work: Path) -> dict:
-    from omnivmed.data.build import build_source
+    from omnivmed.build import build_source
 
     start = time.perf_counter()
     result = build_source(generated_builder(n), work / "raw", work / "staged" / "generated", progress=False)

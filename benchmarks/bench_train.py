@@ -34,7 +34,7 @@ import numpy as np  # noqa: E402
 import torch  # noqa: E402
 from harness import machine_facts  # noqa: E402
 
-from omnivmed.data.embedded import build_embedded  # noqa: E402
+from omnivmed.embedded import build_embedded  # noqa: E402
 from omnivmed.trainer.data.batch import collate, make_example  # noqa: E402
 from omnivmed.trainer.data.chat import ChatEncoder  # noqa: E402
 from omnivmed.trainer.data.order import epoch_order  # noqa: E402

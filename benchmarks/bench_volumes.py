@@ -218,7 +218,7 @@ def child(copies: int, workdir: Path, trace: bool) -> int:
     import tracemalloc
 
     from omnivmed.builders import get_builder
-    from omnivmed.data.build import build_source
+    from omnivmed.build import build_source
 
     try:
         # pyarrow imports pandas the first time a batch is built from Python rows

@@ -2,7 +2,7 @@
 
 A builder knows one source's raw layout and turns it into Samples. It never
 writes files: it yields :class:`~omnivmed.data.schema.Sample` objects, or a
-:class:`Reject` naming the file, the record and the reason when an input is
+:class:`~omnivmed.data.output.Reject` naming the file, the record and the reason when an input is
 bad; the build pipeline counts, deduplicates and hands samples to the one
 shard writer.
 
@@ -19,6 +19,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Iterator, Union
 
+from omnivmed.data.output import Reject
 from omnivmed.data.schema import Sample
 
 HELD_OUT_FIRST: tuple[str, ...] = ("test", "validation", "train")
@@ -70,19 +71,6 @@ class BuilderOption:
 
 class BuilderOptionError(ValueError):
     """An unknown option or a value the builder cannot use; the message says which."""
-
-
-@dataclass(frozen=True)
-class Reject:
-    """A bad input: which file, which record in it, and why."""
-
-    file: str
-    record: str
-    reason: str  # a short category, counted in the manifest
-    detail: str  # one human line
-
-    def to_dict(self) -> dict:
-        return {"file": self.file, "record": self.record, "reason": self.reason, "detail": self.detail}
 
 
 BuilderItem = Union[Sample, Reject]

@@ -1,7 +1,9 @@
 """Join several built manifests into one, without copying shards.
 
-Shard paths are rewritten relative to the new manifest's folder; counts,
-rejects and duplicates are summed; inputs are prefixed by their source.
+Shard paths are rewritten relative to the new manifest's folder; counts are
+summed; options, counters, rejects, duplicates and source cards are merged by
+the same code as the mix's (:func:`omnivmed.data.output.merge_part`), under
+each part's name; inputs are prefixed by their source.
 """
 
 from __future__ import annotations
@@ -10,7 +12,8 @@ import os
 from collections import Counter
 from pathlib import Path
 
-from omnivmed.data.manifest import InputFile, Manifest, ShardInfo
+from omnivmed.data.manifest import InputFile, Manifest, ShardInfo, SourceCard
+from omnivmed.data.output import merge_part, settle_merge
 
 
 def combine_manifests(name: str, manifest_paths: list[Path], out_path: Path) -> Manifest:
@@ -18,6 +21,7 @@ def combine_manifests(name: str, manifest_paths: list[Path], out_path: Path) -> 
     combined = Manifest(name=name)
     counts: dict[str, Counter] = {}
     rejects: Counter = Counter()
+    cards: dict[str, SourceCard] = {}
     for path in manifest_paths:
         path = Path(path)
         part = Manifest.load(path)
@@ -29,14 +33,9 @@ def combine_manifests(name: str, manifest_paths: list[Path], out_path: Path) -> 
             combined.shards.append(ShardInfo(rel, shard.split, shard.rows, shard.bytes, shard.sha256))
         for axis, values in part.counts.items():
             counts.setdefault(axis, Counter()).update(values)
-        rejects.update({f"{part.name}:{reason}": n for reason, n in part.rejects.items()})
-        combined.duplicates_removed += part.duplicates_removed
-        combined.sources.extend(part.sources)
-        for key, n in part.counters.items():
-            combined.counters[f"{part.name}.{key}"] = n
-        combined.options.update({f"{part.name}.{k}": v for k, v in part.options.items()})
         combined.inputs.extend(InputFile(f"{part.name}/{i.path}", i.bytes, i.sha256) for i in part.inputs)
+        merge_part(combined, part, part.name, rejects, cards)
     combined.counts = {axis: dict(sorted(c.items())) for axis, c in counts.items()}
-    combined.rejects = dict(sorted(rejects.items()))
+    settle_merge(combined, rejects, cards)
     combined.save(out_path)
     return combined

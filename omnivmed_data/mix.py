@@ -24,11 +24,9 @@ import pyarrow.compute as pc
 from tqdm import tqdm
 
 from omnivmed.data.batches import stream_batches
-from omnivmed.data.build import _clear_previous_outputs
 from omnivmed.data.draw import Stratum, allocate, draw
 from omnivmed.data.fileio import write_if_changed
 from omnivmed.data.manifest import (
-    COUNT_AXES,
     InputFile,
     Manifest,
     ManifestError,
@@ -37,11 +35,10 @@ from omnivmed.data.manifest import (
     load_intact_manifest,
     shard_path,
 )
+from omnivmed.data.output import MANIFEST_NAME, REJECTS_NAME, OutputWriter, merge_part, settle_merge
 from omnivmed.data.recipe import Recipe, RecipeEntry
 from omnivmed.data.schema import SCHEMA_FINGERPRINT
-from omnivmed.data.shards import DEFAULT_MAX_SHARD_BYTES, ShardSchemaError, ShardWriter
-
-MANIFEST_NAME = "manifest.json"
+from omnivmed.data.shards import DEFAULT_MAX_SHARD_BYTES, ShardSchemaError
 
 
 class MixError(ValueError):
@@ -215,21 +212,14 @@ def run_mix(
         published = _publish(previous, manifest_path, manifests_dir)
         return MixResult(manifest_path, published, previous, reused=True)
 
-    _clear_previous_outputs(out)
-    counts = {axis: Counter() for axis in COUNT_AXES}
     bar = tqdm(total=plan.rows, desc=f"mix {plan.recipe.name}", unit="sample", disable=not progress)
-    with ShardWriter(out, max_shard_bytes=max_shard_bytes) as writer:
+    with OutputWriter(out, max_shard_bytes=max_shard_bytes) as writer:
         for entry in plan.entries:
             for row in _drawn_rows(entry):
-                for axis in COUNT_AXES:
-                    counts[axis][row[axis]] += 1
                 writer.write_row(row)
                 bar.update(1)
-        shards = writer.close()
-    bar.close()
-    template.shards = shards
-    template.counts = {axis: dict(sorted(c.items())) for axis, c in counts.items()}
-    template.save(manifest_path)
+        bar.close()
+        writer.finish(template)
     published = _publish(template, manifest_path, manifests_dir)
     return MixResult(manifest_path, published, template, reused=False)
 
@@ -266,8 +256,6 @@ def _manifest_template(plan: MixPlan) -> Manifest:
     manifest.options.update({"recipe.stage": str(recipe.stage), "recipe.balance": recipe.balance, "recipe.on_shortfall": recipe.on_shortfall})
     for p in plan.entries:
         e, part = p.entry, p.manifest
-        for card in part.sources:
-            cards.setdefault(card.name, card)
         manifest.inputs.extend(InputFile(f"{e.name}/{s.path}", s.bytes, s.sha256) for s in part.shards)
         manifest.options.update(
             {
@@ -278,20 +266,13 @@ def _manifest_template(plan: MixPlan) -> Manifest:
                 f"recipe.{e.name}.staged": part.name,
             }
         )
-        manifest.options.update({f"{e.name}.{k}": v for k, v in part.options.items()})
         manifest.counters.update({f"recipe.{e.name}.available": p.available, f"recipe.{e.name}.taken": p.taken})
         if p.shortfall:
             manifest.counters[f"recipe.{e.name}.shortfall"] = p.shortfall
-        for key, n in part.counters.items():
-            manifest.counters[f"{e.name}.{key}"] = n
-        manifest.duplicates_removed += part.duplicates_removed
-        rejects.update({f"{e.name}:{reason}": n for reason, n in part.rejects.items()})
+        merge_part(manifest, part, e.name, rejects, cards)
     for e, why in plan.missing:
         manifest.options[f"recipe.{e.name}.left_out"] = why
-    manifest.sources = [cards[name] for name in sorted(cards)]
-    manifest.rejects = dict(sorted(rejects.items()))
-    manifest.options = dict(sorted(manifest.options.items()))
-    manifest.counters = dict(sorted(manifest.counters.items()))
+    settle_merge(manifest, rejects, cards)
     return manifest
 
 
@@ -319,7 +300,7 @@ def _publish(manifest: Manifest, manifest_path: Path, manifests_dir: Path | None
 
 def reject_reports(plan: MixPlan) -> dict[str, Path]:
     """Each entry's rejects report (beside its staged manifest), for the data card's examples."""
-    return {p.entry.name: p.manifest_path.parent / (p.manifest.rejects_report or "rejects.jsonl") for p in plan.entries}
+    return {p.entry.name: p.manifest_path.parent / (p.manifest.rejects_report or REJECTS_NAME) for p in plan.entries}
 
 
 def mix_and_publish(

@@ -35,6 +35,7 @@ from pathlib import Path
 
 import yaml
 
+from omnivmed.data.output import MANIFEST_NAME
 from omnivmed.data.schema import SPLITS, TASKS
 
 TAKE_ALL = "all"
@@ -110,7 +111,7 @@ class RecipeEntry:
     def manifest_path(self, staged_root: Path) -> Path:
         if self.manifest is not None:
             return Path(staged_root) / self.manifest  # an absolute path stays absolute
-        return Path(staged_root) / self.staged / "manifest.json"
+        return Path(staged_root) / self.staged / MANIFEST_NAME
 
 
 @dataclass(frozen=True)

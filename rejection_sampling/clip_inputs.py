@@ -15,8 +15,8 @@ from pathlib import Path
 
 import pyarrow as pa
 
-from omnivmed.builders.base import Reject
-from omnivmed.data.caption_inputs import WINDOW_SCHEMA, WINDOWS_NAME
+from omnivmed.data.output import Reject
+from omnivmed.data.caption_windows import WINDOW_SCHEMA, WINDOWS_NAME
 
 
 class ClipInputError(ValueError):

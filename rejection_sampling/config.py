@@ -228,7 +228,7 @@ def _build(cls, data, origin: str, where: str):
 
 
 def config_from_dict(data: dict, origin: str = "<config>") -> CaptionConfig:
-    """Parse the YAML/JSON form (see README): generator, judges, sampling, acceptance, counts."""
+    """Parse the YAML/JSON form (see docs/captioning.md): generator, judges, sampling, acceptance, counts."""
     if not isinstance(data, dict):
         raise ConfigError(f"{origin}: the config must be a mapping")
     data = dict(data)

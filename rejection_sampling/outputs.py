@@ -19,26 +19,22 @@ configs are recorded through ``CaptionConfig.public()``.
 from __future__ import annotations
 
 import json
-import shutil
 from collections import Counter
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Callable
 
 import pyarrow as pa
 
-from omnivmed.builders import builder_class
-from omnivmed.builders.base import Reject
 from omnivmed.data.fileio import atomic_write_bytes, sha256_file, temporary_name
-from omnivmed.data.manifest import COUNT_AXES, InputFile, Manifest, SourceCard
-from omnivmed.data.schema import SPLITS, VIDEO_TOKEN, Provenance, Turn, VisualMeta, make_sample
-from omnivmed.data.shards import ShardWriter
+from omnivmed.data.manifest import InputFile, Manifest, SourceCard
+from omnivmed.data.output import OutputWriter, Reject
+from omnivmed.data.schema import VIDEO_TOKEN, Provenance, Turn, VisualMeta, make_sample
 from omnivmed.rejection_sampling.config import CRITERIA, CaptionConfig
 from omnivmed.rejection_sampling.pipeline import CAPTION_STAGE, STATES, ClipOutcome, judge_stage
 from omnivmed.rejection_sampling.prompts import CAPTION_PROMPT_VERSION, JUDGE_PROMPT_VERSION, SAMPLE_INSTRUCTION
 from omnivmed.rejection_sampling.requester import Requester
 
-MANIFEST_NAME = "manifest.json"
-REJECTS_NAME = "rejects.jsonl"
 CANDIDATES_NAME = "candidates.arrow"
 SUMMARY_NAME = "summary.json"
 RUN_NAME = "run.json"
@@ -80,6 +76,14 @@ CANDIDATE_SCHEMA = pa.schema(
         pa.field("judges", pa.list_(_JUDGE)),
     ]
 )
+
+
+# Who published a source: the app passes the builders' source facts; alone, the captioner knows none.
+SourceCardLookup = Callable[[str], SourceCard]
+
+
+def unknown_source(name: str) -> SourceCard:
+    return SourceCard(name, "", "unknown", "")
 
 
 @dataclass(frozen=True)
@@ -161,13 +165,10 @@ def read_candidates(path: Path) -> pa.Table:
         return pa.ipc.open_stream(source).read_all()
 
 
-def caption_sample(outcome: ClipOutcome, config: CaptionConfig):
+def caption_sample(outcome: ClipOutcome, config: CaptionConfig, source_card: SourceCardLookup = unknown_source):
     clip, winner = outcome.clip, outcome.winner
-    try:
-        info = builder_class(clip.source).info
-        license_, homepage = info.license, info.homepage
-    except KeyError:
-        license_, homepage = "unknown", ""
+    card = source_card(clip.source)
+    license_, homepage = card.license, card.homepage
     scores = {j.judge: {k: getattr(j.scores, k) for k in CRITERIA} for j in winner.judges}
     return make_sample(
         source=clip.source,
@@ -259,14 +260,6 @@ def run_report(requester: Requester, wall_s: float, settings: dict) -> dict:
     }
 
 
-def _clear_shards(out: Path) -> None:
-    (out / MANIFEST_NAME).unlink(missing_ok=True)
-    for split in SPLITS:
-        folder = out / split
-        if folder.is_dir() and (any(folder.glob("*.arrow")) or any(folder.glob(".*.arrow.tmp"))):
-            shutil.rmtree(folder)
-
-
 def write_outputs(
     out: Path,
     windows_file: Path,
@@ -275,56 +268,41 @@ def write_outputs(
     config: CaptionConfig,
     requester: Requester,
     wall_s: float,
+    source_card: SourceCardLookup = unknown_source,
 ) -> RunOutputs:
     out = Path(out)
-    _clear_shards(out)
-    counts = {axis: Counter() for axis in COUNT_AXES}
-    sources = {}
-    with ShardWriter(out) as writer:
+    sources = set()
+    with OutputWriter(out) as writer:
         for outcome in outcomes:
             if outcome.state != "accepted":
                 continue
-            sample = caption_sample(outcome, config)
-            for axis in COUNT_AXES:
-                counts[axis][getattr(sample, axis)] += 1
+            sample = caption_sample(outcome, config, source_card)
             writer.write(sample)
-            sources.setdefault(sample.source, sample.provenance)
-        shards = writer.close()
-    rejects = clip_rejects(input_rejects, outcomes, windows_file.name)
-    lines = "".join(json.dumps(r.to_dict(), ensure_ascii=False, sort_keys=True) + "\n" for r in rejects)
-    atomic_write_bytes(out / REJECTS_NAME, lines.encode())
-    cards = []
-    for name in sorted(sources):
-        try:
-            info = builder_class(name).info
-            cards.append(SourceCard(name, info.homepage, info.license, info.citation))
-        except KeyError:
-            cards.append(SourceCard(name, "", "unknown", ""))
-    summary = summarize(outcomes, config, input_rejects)
-    public = config.public()
-    manifest = Manifest(
-        name="captions-" + "+".join(sorted({o.clip.source for o in outcomes}) or ["none"]),
-        shards=shards,
-        counts={axis: dict(sorted(c.items())) for axis, c in counts.items()},
-        sources=cards,
-        inputs=[InputFile(windows_file.name, windows_file.stat().st_size, sha256_file(windows_file))],
-        options={
-            "generator": f"{config.generator.name}={config.generator.model}",
-            "judges": ",".join(f"{j.name}={j.endpoint.model}({j.kind})" for j in config.judges),
-            "candidates": str(config.candidates),
-            "extra_rounds": str(config.extra_rounds),
-            "seed": str(config.seed),
-            "acceptance": config.acceptance.describe(),
-            "prompts": f"{CAPTION_PROMPT_VERSION},{JUDGE_PROMPT_VERSION}",
-            "sampling": json.dumps(public["sampling"], sort_keys=True),
-        },
-        counters={f"clips_{s}": summary[s] for s in STATES} | {"candidates": summary["candidates"]},
-        rejects=dict(sorted(Counter(r.reason for r in rejects).items())),
-        rejects_report=REJECTS_NAME,
-    )
-    write_candidates(out / CANDIDATES_NAME, outcomes)
-    atomic_write_bytes(out / SUMMARY_NAME, (json.dumps(summary, indent=2, sort_keys=True) + "\n").encode())
-    run = run_report(requester, wall_s, config.runtime())
-    atomic_write_bytes(out / RUN_NAME, (json.dumps(run, indent=2, sort_keys=True) + "\n").encode())
-    manifest.save(out / MANIFEST_NAME)
+            sources.add(sample.source)
+        writer.close_shards()
+        rejects = clip_rejects(input_rejects, outcomes, windows_file.name)
+        summary = summarize(outcomes, config, input_rejects)
+        public = config.public()
+        manifest = Manifest(
+            name="captions-" + "+".join(sorted({o.clip.source for o in outcomes}) or ["none"]),
+            sources=[source_card(name) for name in sorted(sources)],
+            inputs=[InputFile(windows_file.name, windows_file.stat().st_size, sha256_file(windows_file))],
+            options={
+                "generator": f"{config.generator.name}={config.generator.model}",
+                "judges": ",".join(f"{j.name}={j.endpoint.model}({j.kind})" for j in config.judges),
+                "candidates": str(config.candidates),
+                "extra_rounds": str(config.extra_rounds),
+                "seed": str(config.seed),
+                "acceptance": config.acceptance.describe(),
+                "prompts": f"{CAPTION_PROMPT_VERSION},{JUDGE_PROMPT_VERSION}",
+                "sampling": json.dumps(public["sampling"], sort_keys=True),
+            },
+            counters={f"clips_{s}": summary[s] for s in STATES} | {"candidates": summary["candidates"]},
+        )
+        # Side files first: the manifest, written last by finish(), marks the folder complete.
+        write_candidates(out / CANDIDATES_NAME, outcomes)
+        atomic_write_bytes(out / SUMMARY_NAME, (json.dumps(summary, indent=2, sort_keys=True) + "\n").encode())
+        run = run_report(requester, wall_s, config.runtime())
+        atomic_write_bytes(out / RUN_NAME, (json.dumps(run, indent=2, sort_keys=True) + "\n").encode())
+        writer.finish(manifest, rejects)
     return RunOutputs(manifest, summary, run)

@@ -9,13 +9,13 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from omnivmed.builders.base import Reject
+from omnivmed.data.output import Reject
 from omnivmed.rejection_sampling.batch import IngestReport, ingest_batch_output, write_batch_files
 from omnivmed.rejection_sampling.cache import CACHE_NAME, ReplyCache
 from omnivmed.rejection_sampling.client import EndpointClient
 from omnivmed.rejection_sampling.clip_inputs import ClipInput, read_clips, windows_path
 from omnivmed.rejection_sampling.config import CaptionConfig
-from omnivmed.rejection_sampling.outputs import RunOutputs, write_outputs
+from omnivmed.rejection_sampling.outputs import RunOutputs, SourceCardLookup, unknown_source, write_outputs
 from omnivmed.rejection_sampling.pipeline import CaptionPipeline, ClipOutcome
 from omnivmed.rejection_sampling.requester import Requester
 
@@ -66,6 +66,7 @@ def caption_run(
     require_qa: bool = True,
     cache_path: Path | None = None,
     progress: bool = False,
+    source_card: SourceCardLookup = unknown_source,
 ) -> RunResult:
     windows = windows_path(windows)
     out = Path(out)
@@ -90,7 +91,7 @@ def caption_run(
             order = {clip.clip_id: n for n, clip in enumerate(clips)}
             pending = sorted(requester.deferred.values(), key=lambda r: (order[r.clip_id], r.candidate, r.stage, r.attempt))
             result.batch_files = write_batch_files(cache, pending, batch_write)
-        result.outputs = write_outputs(out, windows, outcomes, input_rejects, config, requester, wall)
+        result.outputs = write_outputs(out, windows, outcomes, input_rejects, config, requester, wall, source_card)
         return result
 
 

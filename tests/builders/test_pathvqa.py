@@ -16,7 +16,8 @@ from PIL import Image
 from omnivmed.builders.base import LayoutError
 from omnivmed.builders.pathvqa import INFO, PathVqaBuilder, pick_answer
 from omnivmed.builders.vqa2d import RecordError
-from omnivmed.data.build import REJECTS_NAME, build_source
+from omnivmed.build import build_source
+from omnivmed.data.output import REJECTS_NAME
 from omnivmed.data.manifest import Manifest, verify_manifest
 from omnivmed.data.shards import iter_samples
 

@@ -13,7 +13,8 @@ from PIL import Image
 
 from omnivmed.builders.base import LayoutError
 from omnivmed.builders.slake import INFO, SlakeBuilder
-from omnivmed.data.build import REJECTS_NAME, build_source
+from omnivmed.build import build_source
+from omnivmed.data.output import REJECTS_NAME
 from omnivmed.data.manifest import Manifest, verify_manifest
 from omnivmed.data.shards import iter_samples
 

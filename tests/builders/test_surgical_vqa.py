@@ -11,7 +11,8 @@ import pytest
 import omnivmed.data.video.clips as clips_module
 from omnivmed.builders import BuilderOptionError, LayoutError, get_builder
 from omnivmed.builders.surgical_vocabularies import CHOLEC80_CLASSES, ENDOVIS18_CLASSES, PSIAVA_CLASSES
-from omnivmed.data.caption_inputs import read_caption_inputs, write_caption_inputs
+from omnivmed.caption_inputs import write_caption_inputs
+from omnivmed.data.caption_windows import read_caption_inputs
 from omnivmed.data.manifest import Manifest
 from support.raw_trees import read_rejects
 from support.samples import build_named, samples_of
@@ -181,7 +182,7 @@ def test_a_killed_build_redoes_only_the_missing_clips_and_gives_the_same_shards(
     assert not (tmp_path / "resumed" / "manifest.json").exists()
 
     builder = get_builder("cholec80_vqa", options)
-    from omnivmed.data.build import build_source
+    from omnivmed.build import build_source
 
     resumed = build_source(builder, raw, tmp_path / "resumed", progress=False)
     # 6 distinct clips (frames 100, 200, 300 of two videos) from 8 clip requests (the Sentence

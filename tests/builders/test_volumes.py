@@ -12,7 +12,7 @@ import pydicom
 import pytest
 
 from omnivmed.builders import BuilderOptionError, LayoutError, get_builder
-from omnivmed.data.build import build_source
+from omnivmed.build import build_source
 from omnivmed.data.volume.encode import from_png
 from support.raw_trees import read_rejects
 from support.samples import build_named, samples_of

@@ -6,7 +6,7 @@ import pytest
 from support.raw_trees import VQA_RAD, VQA_RAD_IMAGES, VQA_RAD_JSON, make_vqa_rad_subset, read_rejects, write_vqa_rad_json
 
 from omnivmed.builders.vqa_rad import VqaRadBuilder, modality_evidence
-from omnivmed.data.build import build_source
+from omnivmed.build import build_source
 from omnivmed.data.manifest import verify_manifest
 from omnivmed.data.shards import iter_samples
 
@@ -22,7 +22,7 @@ def full_build(tmp_path_factory):
 
 
 def test_the_vendored_json_is_the_published_release(tmp_path, small_vqa_rad):
-    from omnivmed.data.build import differences_from_published, input_checksums
+    from omnivmed.build import differences_from_published, input_checksums
 
     assert differences_from_published(VqaRadBuilder(), input_checksums(VqaRadBuilder(), VQA_RAD)) == ()
     changed = differences_from_published(VqaRadBuilder(), input_checksums(VqaRadBuilder(), small_vqa_rad))

@@ -16,7 +16,7 @@ from support.pubmedvision_trees import alignment_rows_from_captions, image_bytes
 from support.samples import build_named, jpeg, samples_of
 from typer.testing import CliRunner
 
-from omnivmed.data.cli import app
+from omnivmed.cli.data import app
 from omnivmed.data.export import DATASET_INFO, SUMMARY_NAME, ExportError, export_manifest
 from omnivmed.data.manifest import Manifest
 from omnivmed.data.schema import SCHEMA, Provenance, Sample, Turn, VisualMeta, make_sample

@@ -9,7 +9,7 @@ import pytest
 from support.staged_sources import write_staged
 from typer.testing import CliRunner
 
-from omnivmed.data.cli import app
+from omnivmed.cli.data import app
 from omnivmed.data.draw import allocate, draw
 from omnivmed.data.manifest import Manifest, verify_manifest
 from omnivmed.data.mix import MixError, plan_mix, run_mix

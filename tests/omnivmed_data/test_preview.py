@@ -8,7 +8,7 @@ import pytest
 from support.staged_sources import write_staged
 from typer.testing import CliRunner
 
-from omnivmed.data.cli import app
+from omnivmed.cli.data import app
 from omnivmed.data.manifest import Manifest
 from omnivmed.data.mix import plan_mix, run_mix
 from omnivmed.data.preview import preview_positions, write_preview

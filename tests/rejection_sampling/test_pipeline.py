@@ -217,7 +217,7 @@ def test_limit_and_no_judges(windows, tmp_path):
 
 
 def test_unusable_windows_are_rejected_with_the_file(windows, tmp_path):
-    from omnivmed.data.caption_inputs import WINDOW_SCHEMA
+    from omnivmed.data.caption_windows import WINDOW_SCHEMA
 
     table = pa.ipc.open_stream(pa.memory_map(str(windows))).read_all()
     rows = table.to_pylist()[:3]

@@ -17,8 +17,8 @@ from pathlib import Path
 from typing import Callable
 
 from omnivmed.builders import get_builder
-from omnivmed.data.caption_inputs import write_caption_inputs
-from omnivmed.data.surgical_demo import write_demo_tree
+from omnivmed.caption_inputs import write_caption_inputs
+from omnivmed.surgical_demo import write_demo_tree
 from omnivmed.rejection_sampling.client import REQUEST_KEY_HEADER
 from omnivmed.rejection_sampling.config import CaptionConfig, EndpointConfig, JudgeConfig, SamplingConfig
 from omnivmed.rejection_sampling.prompts import JUDGE_SYSTEM

@@ -8,7 +8,7 @@ import cv2
 import numpy as np
 
 from omnivmed.builders import get_builder
-from omnivmed.data.build import BuildResult, build_source
+from omnivmed.build import BuildResult, build_source
 from omnivmed.data.manifest import Manifest
 from omnivmed.data.schema import Provenance, Sample, Turn, make_sample
 from omnivmed.data.shards import iter_samples

@@ -11,7 +11,7 @@ from pathlib import Path
 
 from support.samples import jpeg
 
-from omnivmed.data.build import MANIFEST_NAME
+from omnivmed.data.output import MANIFEST_NAME
 from omnivmed.data.manifest import COUNT_AXES, Manifest, SourceCard
 from omnivmed.data.schema import IMAGE_TOKEN, VIDEO_TOKEN, Provenance, Turn, VisualMeta, make_sample
 from omnivmed.data.shards import ShardWriter

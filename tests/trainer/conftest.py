@@ -34,7 +34,7 @@ QWEN25_TEMPLATE = (
 @pytest.fixture(scope="session")
 def embedded_manifest(tmp_path_factory) -> Path:
     """``build_embedded``: real VQA-RAD, SLAKE, CT/MR volumes and generated surgical clips (about 4 s)."""
-    from omnivmed.data.embedded import build_embedded
+    from omnivmed.embedded import build_embedded
 
     out = tmp_path_factory.mktemp("embedded")
     build_embedded(out, progress=False)

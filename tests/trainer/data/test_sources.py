@@ -9,7 +9,7 @@ from pathlib import Path
 import pyarrow as pa
 import pytest
 
-from omnivmed.data.embedded import sources_dir
+from omnivmed.embedded import sources_dir
 from omnivmed.data.manifest import Manifest
 from omnivmed.trainer.data.sources import ShardReader, TrainDataError, discover_manifests, load_index
 

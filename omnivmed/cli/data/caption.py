@@ -7,7 +7,7 @@ from typing import Annotated, Optional
 
 import typer
 
-from omnivmed.data.cli.common import console, fail, show_progress
+from omnivmed.cli.data.common import console, fail, show_progress
 
 ProgressOpt = Annotated[
     Optional[bool], typer.Option("--progress/--no-progress", help="Show progress bars (default: when stderr is a terminal).")
@@ -51,7 +51,7 @@ def caption(
     windows: Annotated[Path, typer.Option("--windows", help="windows.arrow written by `omnivmed-data windows` (or its folder).")],
     out: Annotated[Path, typer.Option("--out", help="Output folder: shards, manifest.json, candidates.arrow, summary.json, the request cache.")],
     config: Annotated[
-        Optional[Path], typer.Option("--config", help="YAML/JSON with generator, judges, sampling, acceptance (README: Captioning).")
+        Optional[Path], typer.Option("--config", help="YAML/JSON with generator, judges, sampling, acceptance (docs/captioning.md).")
     ] = None,
     judge: Annotated[
         bool, typer.Option("--judge/--no-judge", help="Score candidates with the config's judges (--no-judge: keep the first caption).")
@@ -77,6 +77,7 @@ def caption(
     from omnivmed.rejection_sampling.cache import CacheError
     from omnivmed.rejection_sampling.clip_inputs import ClipInputError
     from omnivmed.rejection_sampling.config import ConfigError, default_config, load_config
+    from omnivmed.caption_inputs import builder_source_card
     from omnivmed.rejection_sampling.run import caption_run
 
     if dry_run and batch_write is not None:
@@ -97,6 +98,7 @@ def caption(
             require_qa=not keep_unannotated,
             cache_path=cache,
             progress=show_progress() if progress is None else progress,
+            source_card=builder_source_card,
         )
     except (ConfigError, ClipInputError, CacheError) as err:
         fail(str(err), code=2)
@@ -109,7 +111,7 @@ def caption_demo(
     progress: ProgressOpt = None,
 ) -> None:
     """Run the whole captioning loop offline on the embedded clips with a DEMO model (SmolLM2-135M-Instruct, text-only)."""
-    from omnivmed.rejection_sampling.demo import run_demo
+    from omnivmed.caption_demo import run_demo
 
     console.print("demo model: SmolLM2-135M-Instruct, text-only; it does not see the frames, its captions and scores mean nothing")
     try:

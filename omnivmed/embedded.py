@@ -17,12 +17,12 @@ import shutil
 from pathlib import Path
 
 from omnivmed.builders import get_builder
-from omnivmed.data.build import build_source
+from omnivmed.build import build_source
 from omnivmed.data.fileio import write_if_changed
 from omnivmed.data.manifest import Manifest
 from omnivmed.data.mix import MixResult, mix_and_publish, plan_mix
 from omnivmed.data.recipe import load_recipe
-from omnivmed.data.surgical_demo import write_demo_tree
+from omnivmed.surgical_demo import write_demo_tree
 
 EMBEDDED_NAME = "omnivmed-embedded"
 RECIPE_FILE = "omnivmed-embedded.yaml"
@@ -116,7 +116,7 @@ def mix_embedded(
             "and two NIfTI volumes (CT, MR), stored as PNG slices in the LPS frame (CT window soft tissue, MR "
             "0.5-99.5 percentile). Their questions and acquisition captions (data/volumes/annotations.csv) are read "
             "from the headers only: modality, plane, contrast given, size and spacing; no finding is claimed.",
-            "Surgical video: GENERATED frames (drawn by omnivmed_data/surgical_demo.py: a reddish field with moving "
+            "Surgical video: GENERATED frames (drawn by omnivmed/surgical_demo.py: a reddish field with moving "
             "grey bars) in the REAL Cholec80-VQA layout (Classification/<video>/<frame>.txt question|answer lines, "
             "cropped_image/<video>/<frame>.png, frames that are multiples of 100, video 5 held out), cut into clips of "
             "8 neighbouring frames; the answers are Cholec80-VQA classes but depict nothing real. They show the "

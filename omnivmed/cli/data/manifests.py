@@ -8,7 +8,7 @@ from typing import Annotated
 import typer
 from rich.table import Table
 
-from omnivmed.data.cli.common import console, fail
+from omnivmed.cli.data.common import console, fail
 from omnivmed.data.manifest import COUNT_AXES, Manifest, ManifestError
 
 ManifestArg = Annotated[Path, typer.Argument(help="A manifest.json written by build, build-embedded or mix.", show_default=False)]

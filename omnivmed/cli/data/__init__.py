@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import typer
 
-from omnivmed.data.cli import caption, export, manifests, mix, preview, sources
+from omnivmed.cli.data import caption, export, manifests, mix, preview, sources
 
 app = typer.Typer(
     name="omnivmed-data",

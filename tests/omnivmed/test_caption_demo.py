@@ -31,7 +31,7 @@ def test_guided_judge_replies_always_parse(model):
 
 
 def test_demo_runs_the_whole_loop_and_a_rerun_sends_nothing(model, tmp_path):
-    from omnivmed.rejection_sampling.demo import run_demo
+    from omnivmed.caption_demo import run_demo
 
     result = run_demo(tmp_path, limit=1, model=model, candidates=1, extra_rounds=0, max_tokens=8)
     summary, run = result.outputs.summary, result.outputs.run

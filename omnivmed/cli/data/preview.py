@@ -7,7 +7,7 @@ from typing import Annotated, Optional
 
 import typer
 
-from omnivmed.data.cli.common import console, fail
+from omnivmed.cli.data.common import console, fail
 
 
 def preview(

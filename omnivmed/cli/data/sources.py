@@ -8,7 +8,7 @@ from typing import Annotated, Optional
 import typer
 
 from omnivmed.builders import BuilderOptionError, LayoutError, builder_class, builder_names, get_builder
-from omnivmed.data.cli.common import console, fail, show_progress
+from omnivmed.cli.data.common import console, fail, show_progress
 
 SourceArg = Annotated[str, typer.Argument(help="Source name: " + ", ".join(builder_names()) + ".", show_default=False)]
 ProgressOpt = Annotated[
@@ -66,7 +66,7 @@ def download(
     progress: ProgressOpt = None,
 ) -> None:
     """Download SOURCE from its published location (resumable, checksummed), or adopt a local copy with --from."""
-    from omnivmed.data.download import DownloadError, adopt_local, download_source
+    from omnivmed.download import DownloadError, adopt_local, download_source
 
     builder = _builder(source)
     target = to or Path("raw") / source
@@ -91,7 +91,7 @@ def build(
     progress: ProgressOpt = None,
 ) -> None:
     """Build SOURCE from --raw into verified Arrow shards in --out."""
-    from omnivmed.data.build import build_source
+    from omnivmed.build import build_source
 
     builder = _builder(source, _parse_options(option))
     try:
@@ -129,7 +129,7 @@ def windows(
 ) -> None:
     """Cut the videos of a surgical SOURCE into fixed-length windows for captioning, with their frames' QA text."""
     from omnivmed.builders.surgical import SurgicalVqaBuilder
-    from omnivmed.data.caption_inputs import write_caption_inputs
+    from omnivmed.caption_inputs import write_caption_inputs
 
     builder = _builder(source, _parse_options(option))
     if not isinstance(builder, SurgicalVqaBuilder):
@@ -151,7 +151,7 @@ def build_embedded(
     progress: ProgressOpt = None,
 ) -> None:
     """Build the embedded default (real VQA-RAD + SLAKE samples shipped in data/) without network."""
-    from omnivmed.data.embedded import build_embedded as run
+    from omnivmed.embedded import build_embedded as run
 
     try:
         manifest = run(out, data, progress=show_progress() if progress is None else progress)

@@ -1,49 +1,27 @@
 """Captioning inputs: whole surgical videos cut into windows, with the QA text of the frames they span.
 
-The captioner (``omnivmed-data caption``) reads these; they are not Samples
-(no conversation yet), so they get their own small Arrow table,
-``windows.arrow`` (IPC stream, one row per window), written atomically with a
-``windows.json`` summary beside it. Window clips live in the same clip cache
-as the QA clips, so a re-run only decodes what is missing.
+Drives a surgical builder's ``windows()`` and writes the table declared in
+:mod:`omnivmed.data.caption_windows` atomically, with a ``windows.json``
+summary and a rejects report beside it. Window clips live in the same clip
+cache as the QA clips, so a re-run only decodes what is missing.
 """
 
 from __future__ import annotations
 
 import json
-from collections import Counter
 from dataclasses import dataclass
 from pathlib import Path
 
 import pyarrow as pa
 from tqdm import tqdm
 
-from omnivmed.builders.base import Reject
+from omnivmed.builders import builder_class
 from omnivmed.builders.surgical import CaptionWindow, SurgicalVqaBuilder
+from omnivmed.data.caption_windows import WINDOW_SCHEMA, WINDOWS_NAME, WINDOWS_SUMMARY_NAME
 from omnivmed.data.fileio import atomic_write_bytes, sha256_file, temporary_name
-
-WINDOWS_NAME = "windows.arrow"
-SUMMARY_NAME = "windows.json"
-REJECTS_NAME = "rejects.jsonl"
-
-WINDOW_SCHEMA = pa.schema(
-    [
-        pa.field("clip_id", pa.string(), nullable=False),
-        pa.field("source", pa.string(), nullable=False),
-        pa.field("split", pa.string(), nullable=False),
-        pa.field("video", pa.string(), nullable=False),
-        pa.field("source_path", pa.string(), nullable=False),
-        pa.field("frame_format", pa.string(), nullable=False),
-        pa.field("frames", pa.list_(pa.binary()), nullable=False),
-        pa.field("frame_indices", pa.list_(pa.int64()), nullable=False),
-        pa.field("timestamps_s", pa.list_(pa.float64())),
-        pa.field("fps", pa.float64()),
-        pa.field(
-            "qa",
-            pa.list_(pa.struct([("frame", pa.int64()), ("question", pa.string()), ("answer", pa.string())])),
-            nullable=False,
-        ),
-    ]
-)
+from omnivmed.data.manifest import SourceCard
+from omnivmed.data.output import REJECTS_NAME, Reject, reject_counts, write_rejects
+from omnivmed.rejection_sampling.outputs import unknown_source
 
 
 @dataclass(frozen=True)
@@ -93,9 +71,8 @@ def write_caption_inputs(builder: SurgicalVqaBuilder, raw: Path, out: Path, *, s
         if batch:
             writer.write_batch(pa.RecordBatch.from_pylist(batch, schema=WINDOW_SCHEMA))
     tmp.replace(final)
-    reasons = dict(sorted(Counter(r.reason for r in rejects).items()))
-    lines = "".join(json.dumps(r.to_dict(), ensure_ascii=False, sort_keys=True) + "\n" for r in rejects)
-    atomic_write_bytes(out / REJECTS_NAME, lines.encode())
+    reasons = reject_counts(rejects)
+    write_rejects(out / REJECTS_NAME, rejects)
     summary = {
         "source": builder.info.name,
         "windows": count,
@@ -106,11 +83,14 @@ def write_caption_inputs(builder: SurgicalVqaBuilder, raw: Path, out: Path, *, s
         "file": WINDOWS_NAME,
         "sha256": sha256_file(final),
     }
-    atomic_write_bytes(out / SUMMARY_NAME, (json.dumps(summary, indent=2, sort_keys=True) + "\n").encode())
+    atomic_write_bytes(out / WINDOWS_SUMMARY_NAME, (json.dumps(summary, indent=2, sort_keys=True) + "\n").encode())
     return WindowsResult(final, count, reasons)
 
 
-def read_caption_inputs(path: Path) -> pa.Table:
-    """The windows table (memory-mapped)."""
-    with pa.memory_map(str(path)) as source:
-        return pa.ipc.open_stream(source).read_all()
+def builder_source_card(name: str) -> SourceCard:
+    """A source's card from its builder's facts (the captioner, on its own, knows no sources)."""
+    try:
+        info = builder_class(name).info
+    except KeyError:
+        return unknown_source(name)
+    return SourceCard(name, info.homepage, info.license, info.citation)

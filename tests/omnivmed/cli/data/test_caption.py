@@ -7,7 +7,7 @@ import json
 import pytest
 from typer.testing import CliRunner
 
-from omnivmed.data.cli import app
+from omnivmed.cli.data import app
 from omnivmed.rejection_sampling.server import LocalServer
 from support.caption_fixtures import Script, make_windows
 

@@ -7,7 +7,7 @@ from typing import Annotated, Optional
 
 import typer
 
-from omnivmed.data.cli.common import console, fail, show_progress
+from omnivmed.cli.data.common import console, fail, show_progress
 
 RecipeArg = Annotated[Path, typer.Argument(help="A recipe YAML (e.g. manifests/omnivmed-instruct.yaml).", show_default=False)]
 StagedOpt = Annotated[Path, typer.Option("--staged", help="Staged root: an entry NAME reads STAGED/NAME/manifest.json.")]
@@ -91,7 +91,7 @@ def instruct_dataset(
 ) -> None:
     """Download, build, caption and mix RECIPE; with no source at hand, the embedded default. Verifies the result."""
     from omnivmed.data.mix import MixError
-    from omnivmed.data.pipeline import PipelineConfig, PipelineError, instruct_dataset as run
+    from omnivmed.pipeline import PipelineConfig, PipelineError, instruct_dataset as run
     from omnivmed.data.recipe import RecipeError
 
     config = PipelineConfig(

@@ -4,7 +4,7 @@ import pytest
 from support.raw_trees import make_vqa_rad_subset
 from typer.testing import CliRunner
 
-from omnivmed.data.cli import app
+from omnivmed.cli.data import app
 from omnivmed.data.manifest import Manifest
 
 runner = CliRunner()
@@ -107,7 +107,7 @@ def test_sources_lists_builders_with_their_options():
 
 
 def test_build_options_are_parsed_and_bad_ones_refused(tmp_path):
-    from omnivmed.data.surgical_demo import write_demo_tree
+    from omnivmed.surgical_demo import write_demo_tree
 
     raw = write_demo_tree(tmp_path / "raw")
     out = tmp_path / "out"
@@ -122,8 +122,8 @@ def test_build_options_are_parsed_and_bad_ones_refused(tmp_path):
 
 
 def test_windows_command_writes_captioning_inputs(tmp_path):
-    from omnivmed.data.caption_inputs import read_caption_inputs
-    from omnivmed.data.surgical_demo import write_demo_tree
+    from omnivmed.data.caption_windows import read_caption_inputs
+    from omnivmed.surgical_demo import write_demo_tree
 
     raw = write_demo_tree(tmp_path / "raw")
     result = run("windows", "cholec80_vqa", "--raw", raw, "--out", tmp_path / "win", "--step", "4", "-o", "short_side=0", "--no-progress")

@@ -15,8 +15,8 @@ import pytest
 
 from omnivmed.builders.base import Builder, BuilderItem, DownloadFile, LayoutError, SourceInfo
 from omnivmed.builders.vqa_rad import JSON_NAME, VqaRadBuilder
-from omnivmed.data import download as dl
-from omnivmed.data.download import (
+from omnivmed import download as dl
+from omnivmed.download import (
     RECEIPT_NAME,
     DownloadError,
     adopt_local,

@@ -8,7 +8,7 @@ from typing import Annotated, Optional
 
 import typer
 
-from omnivmed.data.cli.common import console, fail, show_progress
+from omnivmed.cli.data.common import console, fail, show_progress
 
 
 class ExportFormat(str, Enum):

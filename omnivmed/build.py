@@ -1,31 +1,25 @@
 """The build stage: one builder's raw folder into shards, a manifest and a rejects report.
 
-This is the only place that turns builder output into files: it deduplicates
-(first copy wins; builders yield held-out splits first), counts along every
-manifest axis, routes rejects to ``rejects.jsonl`` and hands samples to the
-one shard writer. A finished build whose inputs and shards are unchanged is
+It deduplicates builder output (first copy wins; builders yield held-out
+splits first) and hands samples and rejects to the one output writer
+(:mod:`omnivmed.data.output`), which counts, writes shards, ``rejects.jsonl``
+and the manifest. A finished build whose inputs and shards are unchanged is
 not redone.
 """
 
 from __future__ import annotations
 
-import json
-import shutil
-from collections import Counter
 from dataclasses import dataclass
 from pathlib import Path
 
 from tqdm import tqdm
 
-from omnivmed.builders.base import Builder, Reject
-from omnivmed.data.fileio import atomic_write_bytes, sha256_file, sha256_folder
-from omnivmed.data.manifest import COUNT_AXES, InputFile, Manifest, SourceCard, load_intact_manifest
-from omnivmed.data.schema import Sample
-from omnivmed.data.shards import DEFAULT_MAX_SHARD_BYTES, ShardWriter
+from omnivmed.builders.base import Builder
+from omnivmed.data.fileio import sha256_file, sha256_folder
+from omnivmed.data.manifest import InputFile, Manifest, SourceCard, load_intact_manifest
+from omnivmed.data.output import MANIFEST_NAME, OutputWriter, Reject
+from omnivmed.data.shards import DEFAULT_MAX_SHARD_BYTES
 from omnivmed.data.volume.dicom_privacy import redact_path
-
-MANIFEST_NAME = "manifest.json"
-REJECTS_NAME = "rejects.jsonl"
 
 
 @dataclass(frozen=True)
@@ -83,9 +77,6 @@ def build_source(
     if not force and (previous := _up_to_date(manifest_path, inputs, builder.options)) is not None:
         return BuildResult(manifest_path, previous, reused=True, warnings=warnings)
 
-    _clear_previous_outputs(out)
-    builder.begin(out)
-    counts = {axis: Counter() for axis in COUNT_AXES}
     seen: set[str] = set()
     duplicates = 0
     rejects: list[Reject] = []
@@ -95,7 +86,9 @@ def build_source(
         unit="rec",
         disable=not progress,
     )
-    with ShardWriter(out, max_shard_bytes=max_shard_bytes) as writer:
+    info = builder.info
+    with OutputWriter(out, max_shard_bytes=max_shard_bytes) as writer:
+        builder.begin(out)
         for item in builder.generate(raw):
             bar.update(1)
             if isinstance(item, Reject):
@@ -105,44 +98,15 @@ def build_source(
                 duplicates += 1
                 continue
             seen.add(item.id)
-            _count(counts, item)
             writer.write(item)
-        shards = writer.close()
-    bar.close()
-
-    info = builder.info
-    manifest = Manifest(
-        name=info.name,
-        shards=shards,
-        counts={axis: dict(sorted(c.items())) for axis, c in counts.items()},
-        sources=[SourceCard(info.name, info.homepage, info.license, info.citation)],
-        inputs=inputs,
-        options=dict(builder.options),
-        counters=dict(sorted(builder.counters().items())),
-        duplicates_removed=duplicates,
-        rejects=dict(sorted(Counter(r.reason for r in rejects).items())),
-        rejects_report=REJECTS_NAME,
-    )
-    _write_rejects(out / REJECTS_NAME, rejects)
-    manifest.save(manifest_path)
+        bar.close()
+        manifest = Manifest(
+            name=info.name,
+            sources=[SourceCard(info.name, info.homepage, info.license, info.citation)],
+            inputs=inputs,
+            options=dict(builder.options),
+            counters=dict(sorted(builder.counters().items())),
+            duplicates_removed=duplicates,
+        )
+        writer.finish(manifest, rejects)
     return BuildResult(manifest_path, manifest, reused=False, warnings=warnings)
-
-
-def _count(counts: dict[str, Counter], sample: Sample) -> None:
-    for axis in COUNT_AXES:
-        counts[axis][getattr(sample, axis)] += 1
-
-
-def _write_rejects(path: Path, rejects: list[Reject]) -> None:
-    lines = "".join(json.dumps(r.to_dict(), ensure_ascii=False, sort_keys=True) + "\n" for r in rejects)
-    atomic_write_bytes(path, lines.encode())
-
-
-def _clear_previous_outputs(out: Path) -> None:
-    """Remove an earlier build's shards and leftovers of a crashed one (only our own files)."""
-    if not out.exists():
-        return
-    (out / MANIFEST_NAME).unlink(missing_ok=True)
-    for split_dir in out.iterdir():
-        if split_dir.is_dir() and (any(split_dir.glob("*.arrow")) or any(split_dir.glob(".*.arrow.tmp"))):
-            shutil.rmtree(split_dir)

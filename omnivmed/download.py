@@ -28,7 +28,7 @@ from pathlib import Path, PurePosixPath, PureWindowsPath
 from tqdm import tqdm
 
 from omnivmed.builders.base import Builder, DownloadFile, SourceInfo
-from omnivmed.data.build import input_checksums
+from omnivmed.build import input_checksums
 from omnivmed.data.fileio import atomic_write_bytes, fsync_dir, is_within, sha256_file
 
 RECEIPT_NAME = "omnivmed-download.json"

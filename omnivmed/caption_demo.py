@@ -1,7 +1,7 @@
 """``make caption-demo``: the whole captioning loop offline, on the embedded clips, with a demo model.
 
 1. the embedded surgical tree (generated frames in the real Cholec80-VQA
-   layout, omnivmed_data/surgical_demo.py) is cut into windows;
+   layout, omnivmed/surgical_demo.py) is cut into windows;
 2. a local OpenAI-compatible server on 127.0.0.1 serves SmolLM2-135M-Instruct
    (DEMO MODEL: text-only, 135M parameters; its captions and scores mean nothing);
 3. the same model generates the candidates and plays both judges (a
@@ -16,8 +16,8 @@ from __future__ import annotations
 from pathlib import Path
 
 from omnivmed.builders import get_builder
-from omnivmed.data.caption_inputs import write_caption_inputs
-from omnivmed.data.surgical_demo import write_demo_tree
+from omnivmed.caption_inputs import builder_source_card, write_caption_inputs
+from omnivmed.surgical_demo import write_demo_tree
 from omnivmed.rejection_sampling.config import AcceptanceRule, CaptionConfig, EndpointConfig, JudgeConfig, SamplingConfig
 from omnivmed.rejection_sampling.run import RunResult, caption_run
 from omnivmed.rejection_sampling.server import LocalServer
@@ -66,4 +66,4 @@ def run_demo(out: Path, *, limit: int | None = None, progress: bool = False, mod
     model = model or DemoModel()
     with LocalServer(model.responder) as server:
         config = demo_config(server.base_url, **config_options)
-        return caption_run(windows, out / "captions", config, limit=limit, progress=progress)
+        return caption_run(windows, out / "captions", config, limit=limit, progress=progress, source_card=builder_source_card)

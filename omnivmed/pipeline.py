@@ -16,9 +16,9 @@ from pathlib import Path
 from typing import Callable
 
 from omnivmed.builders import BuilderOptionError, LayoutError, builder_class, get_builder
-from omnivmed.data.build import build_source
+from omnivmed.build import build_source
 from omnivmed.data.manifest import verify_manifest
-from omnivmed.data.embedded import EMBEDDED_NAME, mix_embedded
+from omnivmed.embedded import EMBEDDED_NAME, mix_embedded
 from omnivmed.data.mix import MixResult, NothingStaged, mix_and_publish, plan_mix
 from omnivmed.data.recipe import Recipe, RecipeEntry, load_recipe
 
@@ -113,7 +113,7 @@ def _download_and_build(entry: RecipeEntry, config: PipelineConfig, note: Callab
     except BuilderOptionError as err:
         raise PipelineError(f"{config.recipe}: sources.{entry.name}.build: {err}") from None
     if not raw.exists() and config.download and not builder.info.gated and (builder.info.downloads or builder.info.hf_repo):
-        from omnivmed.data.download import DownloadError, download_source
+        from omnivmed.download import DownloadError, download_source
 
         try:
             download_source(builder, raw, progress=progress)
@@ -150,7 +150,7 @@ def _caption(entry: RecipeEntry, config: PipelineConfig, note: Callable[[str], N
         note(f"caption: {entry.name}: no {raw} to cut windows from; skipped")
         return
     from omnivmed.builders.surgical import SurgicalVqaBuilder
-    from omnivmed.data.caption_inputs import write_caption_inputs
+    from omnivmed.caption_inputs import builder_source_card, write_caption_inputs
     from omnivmed.rejection_sampling.config import default_config, load_config
     from omnivmed.rejection_sampling.run import caption_run
 
@@ -161,7 +161,7 @@ def _caption(entry: RecipeEntry, config: PipelineConfig, note: Callable[[str], N
     # The endpoint is a URL (the paper's judges on one server) or a captioning config file.
     settings = load_config(Path(endpoint)) if Path(endpoint).is_file() else default_config(endpoint)
     staged = Path(config.staged_root) / entry.staged
-    outputs = caption_run(windows.path, staged, settings, progress=progress).outputs
+    outputs = caption_run(windows.path, staged, settings, progress=progress, source_card=builder_source_card).outputs
     rows = outputs.manifest.rows if outputs is not None else 0
     note(f"caption: {entry.name}: {windows.windows:,} windows, {rows:,} judged captions accepted -> {staged}")
 

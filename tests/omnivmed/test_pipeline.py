@@ -12,9 +12,9 @@ from support.raw_trees import PROJECT, make_vqa_rad_subset
 from support.surgical_trees import make_cholec80_tree, make_endovis18_tree, make_psiava_tree
 from typer.testing import CliRunner
 
-from omnivmed.data.cli import app
+from omnivmed.cli.data import app
 from omnivmed.data.manifest import Manifest, verify_manifest
-from omnivmed.data.pipeline import PipelineConfig, instruct_dataset
+from omnivmed.pipeline import PipelineConfig, instruct_dataset
 from omnivmed.data.shards import iter_samples
 
 PAPER_RECIPE = PROJECT / "manifests" / "omnivmed-instruct.yaml"
@@ -235,7 +235,7 @@ def caption_config_file(path: Path, base_url: str) -> Path:
 def test_with_an_endpoint_the_judged_captions_are_made_and_mixed(tmp_path):
     from support.caption_fixtures import Script
 
-    from omnivmed.data.surgical_demo import write_demo_tree
+    from omnivmed.surgical_demo import write_demo_tree
     from omnivmed.rejection_sampling.server import LocalServer
 
     # the embedded demo tree: two videos whose windows all hold QA lines (the captioner needs them)

@@ -1,0 +1,1 @@
+"""The app's command lines: omnivmed-data (cli/data/) and omnivmed-train (cli/train.py)."""
