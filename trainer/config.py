@@ -5,17 +5,25 @@ A config file (YAML or JSON) holds the same sections as keys
 override the file. The ``stage`` section changes fields of the stage
 picked by ``run.stage`` (its default from stages.py). Runtime objects
 (process group, device) are never part of the config.
+
+Each field is declared with ``option(default, doc)``: its documentation and
+its command-line option (name, placeholder, the default as ``--help`` shows
+it) live on the field, and ``omnivmed-train`` generates its options from
+``command_line_options()``, so every option is one field, named after it.
+The stage fields the command line may change are listed in ``STAGE_FIELDS``
+(stages.py is the stage's definition). This module imports nothing heavy:
+``omnivmed-train --help`` loads it without torch.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field, fields
+import types
+import typing
+from dataclasses import MISSING, dataclass, field, fields
 from pathlib import Path
 
-
 from omnivmed.data.fileio import read_json_or_yaml
-from omnivmed.trainer.model.attention import IMPLEMENTATIONS
-from omnivmed.trainer.presets import Preset, get_preset
+from omnivmed.trainer.presets import PRESETS, Preset, get_preset
 from omnivmed.trainer.stages import Stage, default_stage
 
 
@@ -23,28 +31,76 @@ class ConfigError(ValueError):
     """A configuration that cannot run: names the file or option and the reason."""
 
 
+def _metadata(doc: str = "", *, flag=None, negative=None, metavar=None, shown=None, file_only=None, type=None) -> dict:
+    return {
+        "doc": doc, "flag": flag, "negative": negative, "metavar": metavar, "shown": shown,
+        "file_only": file_only, "type": type,
+    }  # fmt: skip
+
+
+def option(default=MISSING, doc: str = "", *, factory=MISSING, **meta):
+    """A config field with its documentation and command-line option.
+
+    ``flag``: the option when it is not ``--<field-name>``; ``negative``: a boolean's off switch when it is
+    not ``--no-<flag>``; ``metavar``: the value's placeholder; ``shown``: the default as ``--help`` shows it
+    where the field's default is resolved later (e.g. None: the preset's); ``file_only``: why the field
+    has no option (set only in a config file).
+    """
+    return field(default=default, default_factory=factory, metadata=_metadata(doc, **meta))
+
+
+def _per_preset(attr: str) -> str:
+    """A default taken from the preset, as --help shows it: "the preset's: tiny 1024, 1.5b 8192, 7b 8192"."""
+    values = {name: getattr(make(), attr) for name, make in PRESETS.items()}
+    return "the preset's: " + ", ".join(f"{name} {_show(v, 'derived')}" for name, v in values.items())
+
+
+def _show(value, none: str = "none") -> str:
+    """A value as an option takes it: 12,12,12 for a tuple, a=1,b=2 for a mapping."""
+    if value is None:
+        return none
+    if isinstance(value, dict):
+        return ",".join(f"{k}={_show(v)}" for k, v in value.items()) or none
+    if isinstance(value, (list, tuple)):
+        return ",".join(map(_show, value)) or none
+    return str(value)
+
+
 @dataclass
 class ModelConfig:
-    preset: str = "tiny"
-    """tiny | 1.5b | 7b (presets.py)."""
-    vision_path: str | None = None
-    """Local SigLIP folder (SiglipVisionModel or SiglipModel checkpoint); needed by 1.5b/7b."""
-    llm_path: str | None = None
-    """Local causal-LM folder with its tokenizer (Qwen2.5-*-Instruct); needed by 1.5b/7b."""
-    init: str | None = None
-    """Model folder to start from; default: the previous stage's output (stage 1: the preset's base)."""
-    rope_split: tuple[int, int, int] | None = None
-    """Rotary pairs for (t, h, w), summing to head_dim / 2; None: the preset's, else derived."""
-    rope_theta: float = 10000.0
-    """Rotary base."""
-    keep_abs_pos: bool = False
-    """Also add SigLIP's learned absolute table, interpolated to each input's grid."""
-    attention: str = "auto"
-    """Vision attention: auto (flash-attn varlen on GPU when installed, else SDPA), sdpa, flash."""
-    gradient_checkpointing: bool = False
-    """Recompute activations in backward (vision layers and LLM) to save memory."""
+    preset: str = option("tiny", "Model preset: tiny | 1.5b | 7b (presets.py).", flag="--model-config", metavar="NAME")
+    vision_path: str | None = option(
+        None, "Local SigLIP folder (SiglipVisionModel or SiglipModel checkpoint); needed by 1.5b/7b.", metavar="DIR",
+        shown="none (tiny: built in)",
+    )
+    llm_path: str | None = option(
+        None, "Local causal-LM folder with its tokenizer (Qwen2.5-*-Instruct); needed by 1.5b/7b.", metavar="DIR",
+        shown="none (tiny: built in)",
+    )
+    init: str | None = option(
+        None, "Model folder to start from instead of the previous stage's output.", metavar="DIR",
+        shown="OUT/stage(N-1)/model; stage 1: the preset's base",
+    )
+    rope_split: tuple[int, int, int] | None = option(
+        None, "Rotary pairs for (t, h, w), summing to head_dim / 2, e.g. 12,12,12.", metavar="T,H,W",
+        shown=_per_preset("rope_split"),
+    )
+    rope_theta: float = option(10000.0, "Rotary base.")
+    keep_abs_pos: bool = option(
+        False, "Also add SigLIP's learned absolute table, interpolated to each input's grid, beside RoPE.",
+        negative="--no-abs-pos",
+    )
+    attention: str = option(
+        "auto", "Vision attention: auto (flash-attn varlen on GPU when installed, else SDPA), sdpa, flash.",
+        metavar="IMPL",
+    )
+    gradient_checkpointing: bool = option(
+        False, "Recompute activations in backward (vision layers and LLM) to save memory."
+    )
 
     def __post_init__(self):
+        from omnivmed.trainer.model.attention import IMPLEMENTATIONS  # imports torch: only when a config is built
+
         get_preset(self.preset)
         if self.attention not in IMPLEMENTATIONS:
             raise ConfigError(f"model.attention {self.attention!r} is not one of {', '.join(IMPLEMENTATIONS)}")
@@ -54,32 +110,33 @@ class ModelConfig:
 
 @dataclass
 class DataConfig:
-    shards: list[str] = field(default_factory=list)
-    """Manifest files or folders of manifests (``*.manifest.json`` / ``manifest.json``)."""
-    split: str = "train"
-    """Split of the shards to train on."""
-    mix: dict[str, float] = field(default_factory=dict)
-    """Per-source sampling weights; empty: every row once per epoch (a recipe's shards are already mixed)."""
-    seed: int = 0
-    """Seed of the global sample order (with the epoch number)."""
-    batch_size: int = 4
-    """Samples per rank per micro-step."""
-    num_workers: int = 0
-    """DataLoader worker processes per rank (decoding and tokenising)."""
-    max_length: int | None = None
-    """Token limit per sample (None: the preset's); longer samples are cut and counted."""
-    max_frames: int | None = None
-    """Frames/slices kept (evenly) per volume or video (None: the preset's)."""
-    max_pixels: int | None = None
-    """Pixel cap per frame (None: the preset's)."""
-    max_sample_pixels: int | None = None
-    """Pixel cap per sample over all its frames (None: max_frames * max_pixels)."""
-    prune: bool = True
-    """RLT token pruning on volumes and videos."""
-    prune_threshold: float = 0.1
-    """Keep a patch when its mean |difference| to the previous slice/frame exceeds this."""
-    verify: bool = True
-    """Check every shard's size, sha256, rows and schema before training."""
+    shards: list[str] = option(
+        factory=list, doc="Manifest file, or folder of manifests (*.manifest.json / manifest.json).", metavar="PATH",
+        shown="none (required)",
+    )
+    split: str = option("train", "Split of the shards to train on.")
+    mix: dict[str, float] = option(
+        factory=dict, doc="Per-source sampling weight (a recipe's shards are already mixed).", metavar="SOURCE=WEIGHT",
+        shown="every row once per epoch",
+    )
+    seed: int = option(0, "Seed of the global sample order (with the epoch number).", flag="--data-seed")
+    batch_size: int = option(4, "Samples per rank per micro-step.")
+    num_workers: int = option(0, "DataLoader worker processes per rank (decoding and tokenising).")
+    max_length: int | None = option(
+        None, "Token limit per sample; longer samples are cut and counted.", shown=_per_preset("max_length")
+    )
+    max_frames: int | None = option(
+        None, "Frames/slices kept (evenly) per volume or video.", shown=_per_preset("max_frames")
+    )
+    max_pixels: int | None = option(None, "Pixel cap per frame.", shown=_per_preset("max_pixels"))
+    max_sample_pixels: int | None = option(
+        None, "Pixel cap per sample over all its frames.", shown="max_frames * max_pixels"
+    )
+    prune: bool = option(True, "RLT token pruning on volumes and videos.")
+    prune_threshold: float = option(
+        0.1, "Keep a patch when its mean |difference| to the previous slice/frame exceeds this."
+    )
+    verify: bool = option(True, "Check every shard's size, sha256, rows and schema before training.")
 
     def __post_init__(self):
         if self.batch_size < 1 or self.num_workers < 0:
@@ -91,32 +148,29 @@ class DataConfig:
 
 @dataclass
 class RunConfig:
-    out: str = "runs/omnivmed"
-    """Run folder; stage N writes ``<out>/stage<N>/`` (checkpoints, model, metrics, tensorboard)."""
-    stage: int = 1
-    """Stage to run (stages.py)."""
-    grad_accum: int = 1
-    """Micro-steps per optimizer step."""
-    grad_clip: float = 1.0
-    """Gradient norm clip (0: off)."""
-    save_every: int = 500
-    """Checkpoint every N optimizer steps (and at the end)."""
-    keep_checkpoints: int = 2
-    """Checkpoints kept (older ones are removed)."""
-    stop_after: int | None = None
-    """Stop after this many optimizer steps in this invocation (leaves a checkpoint; for planned interruptions)."""
-    precision: str = "auto"
-    """auto (bf16 autocast on GPU, fp32 on CPU), fp32, bf16."""
-    parallel: str = "auto"
-    """auto (FSDP on multi-GPU, else DDP), ddp, fsdp (GPU only)."""
-    seed: int = 0
-    """Seed for fresh weights (the projector in stage 1, the tiny base)."""
-    tensorboard: bool = True
-    """Write TensorBoard scalars to ``<out>/stage<N>/tensorboard``."""
-    progress: bool = True
-    """Show a progress bar (rank 0) with tokens/s and kept-token ratio."""
-    record_samples: bool = False
-    """Write every sample id each rank trains on to ``ranks/rank<R>.json`` (audits, tests)."""
+    out: str = option(
+        "runs/omnivmed", "Run folder; stage N writes OUT/stageN/ (checkpoints, model, metrics, tensorboard).",
+        metavar="DIR",
+    )
+    stage: int = option(
+        1, "Stage to run: 1 alignment (LLM frozen), 2 2D instructions, 3 mixed 2D/3D/video (stages.py)."
+    )
+    grad_accum: int = option(1, "Micro-steps per optimizer step.")
+    grad_clip: float = option(1.0, "Gradient norm clip (0: off).")
+    save_every: int = option(500, "Checkpoint every N optimizer steps (and at the end).")
+    keep_checkpoints: int = option(2, "Checkpoints kept (older ones are removed).")
+    stop_after: int | None = option(
+        None, "Stop after N optimizer steps in this invocation, leaving a checkpoint (resume by re-running).",
+        shown="none (run to the stage's end)",
+    )
+    precision: str = option("auto", "auto (bf16 autocast on GPU, fp32 on CPU), fp32, bf16.")
+    parallel: str = option("auto", "auto (FSDP on multi-GPU, else DDP), ddp, fsdp (GPU only).")
+    seed: int = option(0, "Seed for fresh weights (the projector in stage 1, the tiny base).")
+    tensorboard: bool = option(True, "Write TensorBoard scalars to OUT/stageN/tensorboard.")
+    progress: bool = option(True, "Show a progress bar (rank 0) with tokens/s and kept-token ratio.")
+    record_samples: bool = option(
+        False, "Write every sample id each rank trains on, and a parameter digest, to OUT/stageN/ranks/."
+    )
 
     def __post_init__(self):
         if self.precision not in ("auto", "fp32", "bf16"):
@@ -129,6 +183,25 @@ class RunConfig:
     @property
     def stage_dir(self) -> Path:
         return Path(self.out) / f"stage{self.stage}"
+
+
+_DEFINITION = "part of the stage's definition (stages.py); change it in a config file's stage section"
+STAGE_FIELDS: dict[str, dict] = {
+    "number": _metadata(file_only="not a setting: the stage to run is run.stage (--stage)"),
+    "name": _metadata(file_only=_DEFINITION),
+    "lr": _metadata(
+        "Learning rate of a part the stage trains (vision, projector, llm); which parts train is the stage's "
+        "definition, changed only through stage.lr in a config file.",
+        metavar="PART=RATE", type=dict[str, float],
+    ),
+    "visual_kinds": _metadata(file_only=_DEFINITION),
+    "tasks": _metadata(file_only=_DEFINITION),
+    "steps": _metadata("Optimizer steps of the stage."),
+    "warmup_steps": _metadata("Linear learning-rate warm-up steps (then cosine decay)."),
+    "min_lr_ratio": _metadata(file_only=_DEFINITION),
+    "weight_decay": _metadata(file_only=_DEFINITION),
+}
+"""The option or the config-file-only reason of every Stage field (Stage lives in stages.py)."""
 
 
 @dataclass
@@ -160,6 +233,83 @@ class TrainConfig:
 
 
 _SECTIONS = {"model": ModelConfig, "data": DataConfig, "run": RunConfig}
+
+
+@dataclass(frozen=True)
+class Option:
+    """One command-line option and the one config field it sets: ``section.name``."""
+
+    section: str
+    name: str
+    flag: str
+    type: object
+    """The field's type without ``| None``: bool is a switch, list and dict repeat, a tuple is comma-separated."""
+    doc: str
+    default: str
+    """The default as ``--help`` shows it."""
+    negative: str | None = None
+    """A switch's off flag."""
+    metavar: str | None = None
+
+    @property
+    def key(self) -> str:
+        return f"{self.section}.{self.name}"
+
+
+def command_line_options() -> list[Option]:
+    """Every field's option, in field order: model, data, run, then the stage fields that have one."""
+    found = []
+    for section, cls in _SECTIONS.items():
+        hints = typing.get_type_hints(cls)
+        for f in fields(cls):
+            if not f.metadata.get("file_only"):
+                default = f.default_factory() if f.default is MISSING else f.default
+                found.append(_option(section, f.name, hints[f.name], f.metadata, default))
+    hints = typing.get_type_hints(Stage)
+    stages = _default_stages()
+    for f in fields(Stage):
+        meta = STAGE_FIELDS.get(f.name)
+        if meta is not None and not meta["file_only"]:
+            shown = meta["shown"] or _per_stage({s.number: getattr(s, f.name) for s in stages})
+            found.append(_option("stage", f.name, hints[f.name], {**meta, "shown": shown}, None))
+    return found
+
+
+def _option(section: str, name: str, hint, meta, default) -> Option:
+    tp = meta.get("type") or hint
+    if typing.get_origin(tp) in (typing.Union, types.UnionType):
+        tp = next(a for a in typing.get_args(tp) if a is not type(None))
+    flag = meta.get("flag") or "--" + name.replace("_", "-")
+    negative = (meta.get("negative") or "--no-" + flag[2:]) if tp is bool else None
+    if meta.get("shown"):
+        shown = meta["shown"]
+    elif tp is bool:
+        shown = flag if default else negative
+    else:
+        shown = _show(default)
+    return Option(section, name, flag, tp, meta.get("doc", ""), shown, negative, meta.get("metavar"))
+
+
+def _per_stage(values: dict[int, object]) -> str:
+    """A stage field's default as --help shows it: one value, or one per default stage when they differ."""
+    shown = {_show(v) for v in values.values()}
+    return shown.pop() if len(shown) == 1 else "; ".join(f"stage {n}: {_show(v)}" for n, v in values.items())
+
+
+def _default_stages() -> list[Stage]:
+    stages = []
+    while True:
+        try:
+            stages.append(default_stage(len(stages) + 1))
+        except ValueError:
+            return stages
+
+
+def file_only_fields() -> dict[str, str]:
+    """``section.name`` -> why the field is set only in a config file."""
+    metas = [(s, f.name, f.metadata) for s, cls in _SECTIONS.items() for f in fields(cls)]
+    metas += [("stage", name, meta) for name, meta in STAGE_FIELDS.items()]
+    return {f"{s}.{name}": meta["file_only"] for s, name, meta in metas if meta.get("file_only")}
 
 
 def read_config_file(path: Path) -> dict:

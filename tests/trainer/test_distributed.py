@@ -18,7 +18,7 @@ def free_port() -> int:
 def test_two_process_gloo_run(embedded_manifest, tmp_path):
     command = [
         sys.executable, "-m", "torch.distributed.run", "--nproc_per_node=2", "--master_addr=127.0.0.1",
-        f"--master_port={free_port()}", "-m", "omnivmed.trainer.cli",
+        f"--master_port={free_port()}", "-m", "omnivmed.cli.train",
         "--shards", str(embedded_manifest), "--out", str(tmp_path), "--stage", "1", "--steps", "3",
         "--batch-size", "2", "--warmup-steps", "0", "--record-samples", "--no-progress", "--no-tensorboard",
         "--lr", "projector=1e-2", "--lr", "vision=1e-3",
