@@ -48,6 +48,7 @@ bench: $(STAMP)
 	$(BIN)/python benchmarks/bench_caption.py
 	$(BIN)/python benchmarks/bench_mix_memory.py
 	$(BIN)/python benchmarks/bench_train.py
+	$(BIN)/python benchmarks/bench_startup.py
 
 # The captioning loop offline on the embedded clips, with a DEMO model (SmolLM2-135M-Instruct).
 caption-demo: $(STAMP)

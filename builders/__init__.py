@@ -1,62 +1,68 @@
 """Builders, one module per source, listed in one explicit registry.
 
 Import as ``omnivmed.builders``; ``get_builder("vqa_rad")`` returns a builder.
+
+Importing this package is light: the registry names each builder's module and
+class, and a builder module (with the decoders it needs: pydicom, SimpleITK,
+PyAV, ...) is imported only when that builder is asked for. ``Builder``,
+``LayoutError`` and the other names of :mod:`omnivmed.builders.base` (which
+reads the Arrow schema, so pyarrow) load on first use too.
 """
 
 from __future__ import annotations
 
-from omnivmed.builders.base import Builder, BuilderOptionError, LayoutError, Reject, SourceInfo
+import importlib
+from typing import TYPE_CHECKING
 
+if TYPE_CHECKING:
+    from omnivmed.builders.base import Builder, BuilderOptionError, LayoutError, Reject, SourceInfo
 
-def _registry() -> dict[str, type[Builder]]:
-    # Imported here so that importing one builder never pays for all of them.
-    from omnivmed.builders.cholec80_vqa import Cholec80VqaBuilder
-    from omnivmed.builders.endovis18_vqa import EndoVis18VqaBuilder
-    from omnivmed.builders.m3d_cap import M3dCapBuilder
-    from omnivmed.builders.m3d_vqa import M3dVqaBuilder
-    from omnivmed.builders.mimic_cxr import MimicCxrBuilder
-    from omnivmed.builders.pathvqa import PathVqaBuilder
-    from omnivmed.builders.psiava_vqa import PsiAvaVqaBuilder
-    from omnivmed.builders.pubmedvision import PubMedVisionBuilder
-    from omnivmed.builders.slake import SlakeBuilder
-    from omnivmed.builders.volumes import VolumesBuilder
-    from omnivmed.builders.vqa_rad import VqaRadBuilder
+# The registry: source name -> (module under omnivmed.builders, builder class).
+# The name is the class's ``info.name`` (tests/omnivmed/cli/test_startup_imports.py checks).
+_BUILDERS: dict[str, tuple[str, str]] = {
+    "vqa_rad": ("vqa_rad", "VqaRadBuilder"),
+    "slake": ("slake", "SlakeBuilder"),
+    "pathvqa": ("pathvqa", "PathVqaBuilder"),
+    "volumes": ("volumes", "VolumesBuilder"),
+    "m3d_cap": ("m3d_cap", "M3dCapBuilder"),
+    "m3d_vqa": ("m3d_vqa", "M3dVqaBuilder"),
+    "cholec80_vqa": ("cholec80_vqa", "Cholec80VqaBuilder"),
+    "endovis18_vqa": ("endovis18_vqa", "EndoVis18VqaBuilder"),
+    "psiava_vqa": ("psiava_vqa", "PsiAvaVqaBuilder"),
+    "pubmedvision": ("pubmedvision", "PubMedVisionBuilder"),
+    "mimic_cxr": ("mimic_cxr", "MimicCxrBuilder"),
+}
 
-    return {
-        b.info.name: b
-        for b in (
-            VqaRadBuilder,
-            SlakeBuilder,
-            PathVqaBuilder,
-            VolumesBuilder,
-            M3dCapBuilder,
-            M3dVqaBuilder,
-            Cholec80VqaBuilder,
-            EndoVis18VqaBuilder,
-            PsiAvaVqaBuilder,
-            PubMedVisionBuilder,
-            MimicCxrBuilder,
-        )
-    }
+_BASE_NAMES = ("Builder", "BuilderOptionError", "LayoutError", "Reject", "SourceInfo")
 
 
 def builder_names() -> list[str]:
-    return sorted(_registry())
+    """The source names, sorted; imports no builder."""
+    return sorted(_BUILDERS)
+
+
+def builder_class(name: str) -> type[Builder]:
+    """The builder class of source ``name`` (its module is imported now); KeyError for an unknown name."""
+    if name not in _BUILDERS:
+        raise KeyError(f"unknown source {name!r}; known: {', '.join(builder_names())}")
+    module, cls = _BUILDERS[name]
+    return getattr(importlib.import_module(f"{__name__}.{module}"), cls)
 
 
 def get_builder(name: str, options: dict[str, str] | None = None) -> Builder:
     """A configured builder; raises KeyError for an unknown name, BuilderOptionError for bad options."""
-    registry = _registry()
-    if name not in registry:
-        raise KeyError(f"unknown source {name!r}; known: {', '.join(sorted(registry))}")
-    return registry[name](**(options or {}))
+    return builder_class(name)(**(options or {}))
 
 
-def builder_class(name: str) -> type[Builder]:
-    registry = _registry()
-    if name not in registry:
-        raise KeyError(f"unknown source {name!r}; known: {', '.join(sorted(registry))}")
-    return registry[name]
+def __getattr__(name: str):
+    # PEP 562: the base names load on first use, so listing sources stays light.
+    if name in _BASE_NAMES:
+        return getattr(importlib.import_module(f"{__name__}.base"), name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
+
+def __dir__() -> list[str]:
+    return sorted(set(globals()) | set(__all__))
 
 
 __all__ = ["Builder", "BuilderOptionError", "LayoutError", "Reject", "SourceInfo", "builder_class", "builder_names", "get_builder"]

@@ -25,8 +25,28 @@ from omnivmed.data.recipe import load_recipe
 from omnivmed.surgical_demo import write_demo_tree
 
 EMBEDDED_NAME = "omnivmed-embedded"
-RECIPE_FILE = "omnivmed-embedded.yaml"
+RECIPE_FILE = "omnivmed-embedded.yaml"  # stage 3, the main mix
+# The progressive schedule's earlier stages, mixed beside it (out/<name>/ for each).
+STAGE_RECIPES = {1: "omnivmed-embedded-stage1.yaml", 2: "omnivmed-embedded-stage2.yaml", 3: RECIPE_FILE}
 SLAKE_FILES = ("train.json", "validate.json", "test.json")
+
+# What the data card says about the embedded sources (every embedded mix's card).
+NOTES = [
+    "Embedded default of omnivmed: the full official VQA-RAD release (CC0-1.0), the official "
+    "SLAKE rows of the 9 image folders vendored in data/slake (CC-BY-4.0), English only, and 3 real volumes.",
+    "VQA-RAD split: phrase_type test_* is test. SLAKE: official train/validate/test files.",
+    "Exact duplicates (same image bytes, question and answer) are removed; a train row that "
+    "repeats a test row is the copy dropped.",
+    "Volumes: TotalSegmentator's test files (Apache-2.0): a CT DICOM series (20 slices, JPEG 2000 lossless) "
+    "and two NIfTI volumes (CT, MR), stored as PNG slices in the LPS frame (CT window soft tissue, MR "
+    "0.5-99.5 percentile). Their questions and acquisition captions (data/volumes/annotations.csv) are read "
+    "from the headers only: modality, plane, contrast given, size and spacing; no finding is claimed.",
+    "Surgical video: GENERATED frames (drawn by omnivmed/surgical_demo.py: a reddish field with moving "
+    "grey bars) in the REAL Cholec80-VQA layout (Classification/<video>/<frame>.txt question|answer lines, "
+    "cropped_image/<video>/<frame>.png, frames that are multiples of 100, video 5 held out), cut into clips of "
+    "8 neighbouring frames; the answers are Cholec80-VQA classes but depict nothing real. They show the "
+    "video path only; no surgical knowledge is in them.",
+]
 
 
 def embedded_data_dir() -> Path:
@@ -56,9 +76,9 @@ def prepare_slake_sample(official: Path, into: Path) -> Path:
     return into
 
 
-def embedded_recipe_path() -> Path:
-    """The committed recipe of the embedded default (``manifests/`` of the source tree)."""
-    return Path(__file__).resolve().parents[1] / "manifests" / RECIPE_FILE
+def embedded_recipe_path(stage: int = 3) -> Path:
+    """The committed recipe of the embedded default for ``stage`` (``manifests/`` of the source tree)."""
+    return Path(__file__).resolve().parents[1] / "manifests" / STAGE_RECIPES[stage]
 
 
 def sources_dir(out: Path) -> Path:
@@ -76,7 +96,11 @@ def build_embedded(
 def mix_embedded(
     out: Path, data_dir: Path | None = None, *, manifests_dir: Path | None = None, progress: bool = True
 ) -> MixResult:
-    """Build the vendored sources (staged beside ``out``) and mix them with the embedded recipe into ``out``."""
+    """Build the vendored sources (staged beside ``out``); mix stage 3 into ``out``, stages 1 and 2 beside it.
+
+    ``out-stage1/`` and ``out-stage2/`` hold the earlier stages' mixes; every mix is published to
+    ``manifests_dir`` (``<recipe name>.manifest.json``) with its data card beside its shards.
+    """
     data_dir = Path(data_dir) if data_dir else embedded_data_dir()
     out = Path(out)
     work = sources_dir(out)
@@ -100,27 +124,10 @@ def mix_embedded(
     }
     for name, raw in raws.items():
         build_source(get_builder(name, options.get(name)), raw, work / "staged" / name, progress=progress)
-    plan = plan_mix(load_recipe(embedded_recipe_path()), work / "staged")
-    result = mix_and_publish(
-        plan,
-        out,
-        manifests_dir=manifests_dir,
-        progress=progress,
-        notes=[
-            "Embedded default of omnivmed: the full official VQA-RAD release (CC0-1.0), the official "
-            "SLAKE rows of the 9 image folders vendored in data/slake (CC-BY-4.0), English only, and 3 real volumes.",
-            "VQA-RAD split: phrase_type test_* is test. SLAKE: official train/validate/test files.",
-            "Exact duplicates (same image bytes, question and answer) are removed; a train row that "
-            "repeats a test row is the copy dropped.",
-            "Volumes: TotalSegmentator's test files (Apache-2.0): a CT DICOM series (20 slices, JPEG 2000 lossless) "
-            "and two NIfTI volumes (CT, MR), stored as PNG slices in the LPS frame (CT window soft tissue, MR "
-            "0.5-99.5 percentile). Their questions and acquisition captions (data/volumes/annotations.csv) are read "
-            "from the headers only: modality, plane, contrast given, size and spacing; no finding is claimed.",
-            "Surgical video: GENERATED frames (drawn by omnivmed/surgical_demo.py: a reddish field with moving "
-            "grey bars) in the REAL Cholec80-VQA layout (Classification/<video>/<frame>.txt question|answer lines, "
-            "cropped_image/<video>/<frame>.png, frames that are multiples of 100, video 5 held out), cut into clips of "
-            "8 neighbouring frames; the answers are Cholec80-VQA classes but depict nothing real. They show the "
-            "video path only; no surgical knowledge is in them.",
-        ],
-    )
-    return result
+    # Stages 1 and 2 beside the main (stage-3) mix, so `omnivmed-train --shards manifests/` runs all three.
+    for stage in (1, 2):
+        recipe = load_recipe(embedded_recipe_path(stage))
+        plan = plan_mix(recipe, work / "staged")
+        mix_and_publish(plan, out.parent / f"{out.name}-stage{stage}", manifests_dir=manifests_dir, progress=progress, notes=NOTES)
+    plan = plan_mix(load_recipe(embedded_recipe_path(3)), work / "staged")
+    return mix_and_publish(plan, out, manifests_dir=manifests_dir, progress=progress, notes=NOTES)

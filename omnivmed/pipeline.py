@@ -97,6 +97,9 @@ def instruct_dataset(config: PipelineConfig, *, progress: bool = True, say: Call
     note(f"verify: OK {result.published_path or result.manifest_path}: {len(m.shards)} shards, {m.rows:,} rows")
     note("by source: " + ", ".join(f"{k} {v:,}" for k, v in m.counts.get("source", {}).items()))
     note(f"data card: {result.manifest_path.parent / 'README.md'} (stats.json, figures/, preview.html beside it)")
+    if embedded and config.manifests_dir is not None:
+        stages = ", ".join(f"stage {n} {EMBEDDED_NAME}-stage{n}" for n in (1, 2))
+        note(f"training: {stages} and stage 3 {m.name} are in {config.manifests_dir}: `omnivmed-train --shards {config.manifests_dir}/` runs all three")
     return PipelineReport(recipe, result, embedded, missing, steps)
 
 

@@ -136,6 +136,11 @@ class DataConfig:
     prune_threshold: float = option(
         0.1, "Keep a patch when its mean |difference| to the previous slice/frame exceeds this."
     )
+    prune_normalisation: str = option(
+        "imagenet",
+        "Pixels the pruning difference is computed on: imagenet (RLT's rule: ImageNet mean/std on [0,1] pixels) "
+        "or encoder (the vision encoder's own mean/std).",
+    )
     verify: bool = option(True, "Check every shard's size, sha256, rows and schema before training.")
 
     def __post_init__(self):
@@ -143,6 +148,8 @@ class DataConfig:
             raise ConfigError("data.batch_size must be >= 1 and data.num_workers >= 0")
         if any(w < 0 for w in self.mix.values()):
             raise ConfigError(f"data.mix weights must be >= 0, got {self.mix}")
+        if self.prune_normalisation not in ("imagenet", "encoder"):
+            raise ConfigError(f"data.prune_normalisation {self.prune_normalisation!r} is not imagenet or encoder")
         self.mix = {str(k): float(v) for k, v in self.mix.items()}
 
 
@@ -153,7 +160,8 @@ class RunConfig:
         metavar="DIR",
     )
     stage: int = option(
-        1, "Stage to run: 1 alignment (LLM frozen), 2 2D instructions, 3 mixed 2D/3D/video (stages.py)."
+        1, "Stage to run: 1 alignment (LLM frozen), 2 2D instructions, 3 mixed 2D/3D/video (stages.py).",
+        shown="all: 1, then 2 from 1's output, then 3 from 2's (a finished stage is skipped)",
     )
     grad_accum: int = option(1, "Micro-steps per optimizer step.")
     grad_clip: float = option(1.0, "Gradient norm clip (0: off).")
@@ -196,8 +204,10 @@ STAGE_FIELDS: dict[str, dict] = {
     ),
     "visual_kinds": _metadata(file_only=_DEFINITION),
     "tasks": _metadata(file_only=_DEFINITION),
-    "steps": _metadata("Optimizer steps of the stage."),
-    "warmup_steps": _metadata("Linear learning-rate warm-up steps (then cosine decay)."),
+    "steps": _metadata("Optimizer steps of the stage.", shown="tiny preset 30; 1.5b/7b: the stage's 1000"),
+    "warmup_steps": _metadata(
+        "Linear learning-rate warm-up steps (then cosine decay).", shown="tiny preset 3; 1.5b/7b: the stage's 30"
+    ),
     "min_lr_ratio": _metadata(file_only=_DEFINITION),
     "weight_decay": _metadata(file_only=_DEFINITION),
 }
@@ -359,7 +369,11 @@ def build_config(
         if stage_changes.get(key) is not None:
             stage_changes[key] = tuple(stage_changes[key])
     try:
-        stage = default_stage(built["run"].stage).with_overrides(**stage_changes)
+        stage = default_stage(built["run"].stage)
+        preset_steps = get_preset(built["model"].preset).stage_steps
+        if preset_steps is not None:
+            stage = stage.with_overrides(steps=preset_steps[0], warmup_steps=preset_steps[1])
+        stage = stage.with_overrides(**stage_changes)
     except ValueError as err:
         raise ConfigError(f"{origin}: {err}") from None
     frozen = sorted(set(lr_update or {}) - set(stage.lr))

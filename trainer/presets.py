@@ -28,11 +28,16 @@ class Preset:
     """Token limit per sample."""
     needs_paths: bool
     """True when --vision-path and --llm-path must name local folders."""
+    stage_steps: tuple[int, int] | None = None
+    """(steps, warm-up steps) of every stage when not given; None: the stage's own (stages.py)."""
 
 
 def tiny() -> Preset:
     """Hidden 32 (vision) / 64 (LLM), 2 layers each: for tests and the offline demo."""
-    return Preset("tiny", 32, 64, None, max_pixels=64 * 64, max_frames=8, max_length=1024, needs_paths=False)
+    # 30 steps a stage: the progressive schedule on the embedded default finishes in minutes on a CPU.
+    return Preset(
+        "tiny", 32, 64, None, max_pixels=64 * 64, max_frames=8, max_length=1024, needs_paths=False, stage_steps=(30, 3)
+    )
 
 
 def qwen2_5_1_5b() -> Preset:

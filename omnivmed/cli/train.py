@@ -1,4 +1,4 @@
-"""The ``omnivmed-train`` command: options generated from the config's fields, then one stage of training.
+"""The ``omnivmed-train`` command: options generated from the config's fields, then the stages to run.
 
 Every option is one field of trainer/config.py (``command_line_options()``): its flag, help text and
 default come from the field, and its value is parsed by the field's type (a switch for bool, repeated
@@ -27,7 +27,9 @@ from omnivmed.trainer.config import (
 PROG = "omnivmed-train"
 
 DESCRIPTION = """\
-Train one stage of the OmniV-Med model from verified shards.
+Train the OmniV-Med model from verified shards: with no --stage, the progressive schedule (stage 1,
+then 2 from 1's output, then 3 from 2's, each on the manifests made for it; a finished stage is
+not redone); with --stage N, that stage alone.
 
 Every option sets one config field: --max-length is data.max_length, and a config file (--config,
 YAML or JSON) sets the same fields by section (model, data, run, stage); options override the file."""
@@ -42,19 +44,29 @@ SECTIONS = {
 
 def main(argv: list[str] | None = None) -> None:
     config_file, overrides, lr_update = parse_args(argv)
+    from omnivmed.trainer.config import read_config_file
     from omnivmed.trainer.data.sources import TrainDataError
+    from omnivmed.trainer.schedule import stage_done, stages_to_run
 
     try:
-        cfg = build_config(config_file, overrides, lr_update=lr_update)
-        check_mix_sources(cfg)
-        from omnivmed.trainer.train import run_stage
+        stages = stages_to_run(read_config_file(config_file) if config_file else {}, overrides)
+        for number in stages:
+            staged = {**overrides, "run": {**overrides.get("run", {}), "stage": number}}
+            cfg = build_config(config_file, staged, lr_update=lr_update)
+            if stage_done(cfg):
+                print(f"stage {number}: done already ({cfg.run.stage_dir / 'model'}); nothing to do")
+                continue
+            check_mix_sources(cfg)
+            from omnivmed.trainer.train import run_stage
 
-        result = run_stage(cfg)
+            result = run_stage(cfg)
+            if not result.finished:
+                print(f"stage {number}: stopped at step {result.step} (resume by running the same command)")
+                return
+            last = f", last loss {result.losses[-1]:.4f}" if result.losses else " (nothing left to do)"
+            print(f"stage {number}: finished at step {result.step}{last} -> {cfg.run.stage_dir / 'model'}")
     except (ConfigError, TrainDataError, FileNotFoundError) as err:
         fail(str(err))
-    state = "finished" if result.finished else "stopped (resume by running the same command)"
-    last = f", last loss {result.losses[-1]:.4f}" if result.losses else " (nothing left to do)"
-    print(f"{state} at step {result.step}{last}")
 
 
 def parse_args(argv: list[str] | None = None) -> tuple[Path | None, dict[str, dict], dict[str, float] | None]:

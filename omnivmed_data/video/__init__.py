@@ -6,31 +6,76 @@ PyAV, frames addressed by index); a :class:`ClipMaker` cuts a :class:`ClipSpec` 
 an id derived from the source's checksum, the frame indices and the spec, through an
 optional on-disk :class:`ClipCache`; ``window_starts`` / ``iter_windows`` cut whole
 videos into fixed-length windows for captioning.
+
+The names below load on first use (PEP 562), so ``VideoError`` and ``REASONS``
+do not pay for PyAV and OpenCV.
 """
 
-from omnivmed.data.video.clips import (
-    Clip,
-    ClipCache,
-    ClipMaker,
-    ClipSpec,
-    clip_id,
-    clip_positions,
-    encode_jpeg,
-    jpeg_size,
-    resize_short_side,
-    resized_shape,
-)
-from omnivmed.data.video.core import REASONS, VideoError
-from omnivmed.data.video.frames import (
-    DigestCache,
-    FolderFrames,
-    FrameSource,
-    VideoFrames,
-    frame_files,
-    open_frames,
-    read_frame_file,
-)
-from omnivmed.data.video.windows import iter_windows, window_starts
+from __future__ import annotations
+
+import importlib
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from omnivmed.data.video.clips import (
+        Clip,
+        ClipCache,
+        ClipMaker,
+        ClipSpec,
+        clip_id,
+        clip_positions,
+        encode_jpeg,
+        jpeg_size,
+        resize_short_side,
+        resized_shape,
+    )
+    from omnivmed.data.video.core import REASONS, VideoError
+    from omnivmed.data.video.frames import (
+        DigestCache,
+        FolderFrames,
+        FrameSource,
+        VideoFrames,
+        frame_files,
+        open_frames,
+        read_frame_file,
+    )
+    from omnivmed.data.video.windows import iter_windows, window_starts
+
+# public name -> the submodule defining it
+_EXPORTS: dict[str, str] = {
+    "Clip": "clips",
+    "ClipCache": "clips",
+    "ClipMaker": "clips",
+    "ClipSpec": "clips",
+    "clip_id": "clips",
+    "clip_positions": "clips",
+    "encode_jpeg": "clips",
+    "jpeg_size": "clips",
+    "resize_short_side": "clips",
+    "resized_shape": "clips",
+    "REASONS": "core",
+    "VideoError": "core",
+    "DigestCache": "frames",
+    "FolderFrames": "frames",
+    "FrameSource": "frames",
+    "VideoFrames": "frames",
+    "frame_files": "frames",
+    "open_frames": "frames",
+    "read_frame_file": "frames",
+    "iter_windows": "windows",
+    "window_starts": "windows",
+}
+
+
+def __getattr__(name: str):
+    if name in _EXPORTS:
+        return getattr(importlib.import_module(f"{__name__}.{_EXPORTS[name]}"), name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
+
+def __dir__() -> list[str]:
+    return sorted(set(globals()) | set(__all__))
+
 
 __all__ = [
     "REASONS",

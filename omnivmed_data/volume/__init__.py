@@ -4,12 +4,48 @@
 order z, y, x); a :class:`VolumeRecipe` turns it into intensities in [0, 1]
 (CT windows, MR percentiles, the M3D recipe); ``encode_volume`` stores the
 slices as lossless PNG frames with the metadata a Sample carries.
+
+The names below load on first use (PEP 562), so importing one submodule
+(``dicom_privacy``, ``core``) does not pay for SimpleITK, pydicom's series
+reader and OpenCV.
 """
 
-from omnivmed.data.volume.core import Volume, VolumeError, VolumeLimits
-from omnivmed.data.volume.discover import VolumeInput, find_volume_inputs, read_volume
-from omnivmed.data.volume.encode import EncodedVolume, encode_volume
-from omnivmed.data.volume.presets import PRESETS, VolumeRecipe, recipe_from_options
+from __future__ import annotations
+
+import importlib
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from omnivmed.data.volume.core import Volume, VolumeError, VolumeLimits
+    from omnivmed.data.volume.discover import VolumeInput, find_volume_inputs, read_volume
+    from omnivmed.data.volume.encode import EncodedVolume, encode_volume
+    from omnivmed.data.volume.presets import PRESETS, VolumeRecipe, recipe_from_options
+
+# public name -> the submodule defining it
+_EXPORTS: dict[str, str] = {
+    "Volume": "core",
+    "VolumeError": "core",
+    "VolumeLimits": "core",
+    "VolumeInput": "discover",
+    "find_volume_inputs": "discover",
+    "read_volume": "discover",
+    "EncodedVolume": "encode",
+    "encode_volume": "encode",
+    "PRESETS": "presets",
+    "VolumeRecipe": "presets",
+    "recipe_from_options": "presets",
+}
+
+
+def __getattr__(name: str):
+    if name in _EXPORTS:
+        return getattr(importlib.import_module(f"{__name__}.{_EXPORTS[name]}"), name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
+
+def __dir__() -> list[str]:
+    return sorted(set(globals()) | set(__all__))
+
 
 __all__ = [
     "PRESETS",

@@ -174,7 +174,9 @@ def test_fresh_clone_falls_back_to_the_embedded_mix(tmp_path, monkeypatch):
     published = tmp_path / "manifests" / "omnivmed-embedded.manifest.json"
     assert runner.invoke(app, ["verify", str(published)]).exit_code == 0
     m = Manifest.load(published)
-    assert m.counts["source"] == {"cholec80_vqa": 10, "slake": 76, "volumes": 10, "vqa_rad": 2244}
+    assert m.counts["source"] == {"cholec80_vqa": 6, "slake": 25, "volumes": 10, "vqa_rad": 1793}  # train rows
+    for stage in (1, 2):
+        assert (tmp_path / "manifests" / f"omnivmed-embedded-stage{stage}.manifest.json").is_file()
     assert m.recipe == "omnivmed-embedded.yaml" and m.seed == 0
     text = " ".join(result.output.split())
     assert "building the embedded default instead" in text

@@ -7,7 +7,9 @@ the position. Mixing: with per-source weights an epoch draws
 permutation of that source when it is asked for more rows than it has),
 then shuffles the union; without weights it is a permutation of all rows.
 Every rank gets the same number of samples (the tail that does not divide
-by the world size is left for the next epoch's fresh order).
+by the world size is left for the next epoch's fresh order). An epoch may be
+asked to be longer than the index (a set smaller than one global batch): the
+seeded permutation is then cycled.
 """
 
 from __future__ import annotations

@@ -75,13 +75,19 @@ class DataStream:
         self.batch_size, self.partition, self.seed = batch_size, partition, seed
         self.mix, self.num_workers, self.pad_id = mix or None, num_workers, pad_id
         self.patch_dim = 3 * spec.patch_size**2
-        if self.steps_per_epoch < 1:
-            raise TrainDataError(
-                f"{len(index)} rows give no full batch of {batch_size} on each of {partition.world_size} ranks"
-            )
+        # A set smaller than one global batch (the embedded stage-1 captions) is cycled to fill one.
+        self.epoch_length = max(len(index), batch_size * partition.world_size) if len(index) else 0
+        try:
+            steps = self.steps_per_epoch
+        except ValueError as err:  # a --mix source with no rows in this stage's data
+            raise TrainDataError(f"--mix: {err}") from None
+        if steps < 1:
+            raise TrainDataError(f"{len(index)} rows: nothing to train on for this stage (split and stage filters)")
 
     def rank_order(self, epoch: int) -> np.ndarray:
-        return self.partition.take(epoch_order(self.dataset.index.source, self.seed, epoch, self.mix))
+        return self.partition.take(
+            epoch_order(self.dataset.index.source, self.seed, epoch, self.mix, length=self.epoch_length)
+        )
 
     @property
     def steps_per_epoch(self) -> int:

@@ -5,6 +5,12 @@ the patch size under a pixel cap, so no fixed 224 grid. Frames/slices
 beyond ``max_frames`` are subsampled evenly before anything is decoded at
 full size, and ``max_sample_pixels`` bounds one sample's total. Volumes and
 videos then go through RLT pruning (model/pruning.py); 2D images never do.
+
+Pruning decides on its own normalisation of the resized [0, 1] pixels, not on
+what the encoder sees: by default ImageNet mean/std, as RLT's
+``batched_find_idxs_to_keep`` receives its frames, so the paper's threshold
+0.1 means what it means there. ``encoder`` (the encoder's own mean/std, 0.5
+for SigLIP) is the other choice: about twice as strict at the same threshold.
 """
 
 from __future__ import annotations
@@ -19,6 +25,9 @@ import torch
 from omnivmed.trainer.model.pruning import static_patch_keep_mask
 
 PRUNED_KINDS = ("volume", "video")
+IMAGENET_MEAN = (0.485, 0.456, 0.406)
+IMAGENET_STD = (0.229, 0.224, 0.225)
+PRUNE_NORMALISATIONS = ("imagenet", "encoder")
 
 
 @dataclass(frozen=True)
@@ -33,6 +42,18 @@ class VisualSpec:
     max_sample_pixels: int
     prune: bool
     prune_threshold: float
+    prune_normalisation: str = "imagenet"  # one of PRUNE_NORMALISATIONS
+
+    def __post_init__(self):
+        if self.prune_normalisation not in PRUNE_NORMALISATIONS:
+            raise ValueError(
+                f"prune normalisation {self.prune_normalisation!r} is not one of {', '.join(PRUNE_NORMALISATIONS)}"
+            )
+
+    def prune_scale(self) -> tuple[np.ndarray, np.ndarray]:
+        """(mean, std) of the pixels the pruning difference is computed on."""
+        mean, std = (IMAGENET_MEAN, IMAGENET_STD) if self.prune_normalisation == "imagenet" else (self.mean, self.std)
+        return np.asarray(mean, np.float32), np.asarray(std, np.float32)
 
 
 @dataclass
@@ -102,7 +123,8 @@ def encode_frames(frames: list[bytes], kind: str, spec: VisualSpec) -> VisualInp
     patches = patchify(normalised, spec.patch_size)
     positions = _positions(len(decoded), gh, gw)
     if spec.prune and kind in PRUNED_KINDS:
-        keep = static_patch_keep_mask(patches, spec.prune_threshold)
+        mean, std = spec.prune_scale()
+        keep = static_patch_keep_mask(patchify((resized - mean) / std, spec.patch_size), spec.prune_threshold)
     else:
         keep = torch.ones(patches.shape[:2], dtype=torch.bool)
     return VisualInput(patches[keep], positions[keep], (gh, gw), len(decoded), patches.shape[0] * patches.shape[1], kind)

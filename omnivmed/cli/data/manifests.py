@@ -3,18 +3,21 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 import typer
-from rich.table import Table
 
 from omnivmed.cli.data.common import console, fail
-from omnivmed.data.manifest import COUNT_AXES, Manifest, ManifestError
+
+if TYPE_CHECKING:
+    from omnivmed.data.manifest import Manifest
 
 ManifestArg = Annotated[Path, typer.Argument(help="A manifest.json written by build, build-embedded or mix.", show_default=False)]
 
 
 def _load(path: Path) -> Manifest:
+    from omnivmed.data.manifest import Manifest, ManifestError
+
     try:
         return Manifest.load(path)
     except ManifestError as err:
@@ -42,6 +45,9 @@ def stats(
     ] = "source,split,task",
 ) -> None:
     """Print counts of MANIFEST: per axis from the manifest, and a cross-table read from the shards."""
+    from rich.table import Table
+
+    from omnivmed.data.manifest import COUNT_AXES
     from omnivmed.data.stats import count_by, label_frame
 
     loaded = _load(manifest)

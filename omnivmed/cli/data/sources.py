@@ -7,7 +7,8 @@ from typing import Annotated, Optional
 
 import typer
 
-from omnivmed.builders import BuilderOptionError, LayoutError, builder_class, builder_names, get_builder
+# Only the registry's names at import: a builder module (and its decoders) loads when a command runs.
+from omnivmed.builders import builder_names
 from omnivmed.cli.data.common import console, fail, show_progress
 
 SourceArg = Annotated[str, typer.Argument(help="Source name: " + ", ".join(builder_names()) + ".", show_default=False)]
@@ -38,6 +39,8 @@ def _parse_options(pairs: list[str] | None) -> dict[str, str]:
 
 
 def _builder(name: str, options: dict[str, str] | None = None):
+    from omnivmed.builders import BuilderOptionError, get_builder
+
     try:
         return get_builder(name, options)
     except KeyError as err:
@@ -48,6 +51,8 @@ def _builder(name: str, options: dict[str, str] | None = None):
 
 def sources() -> None:
     """List the sources this version can build, with their licenses and builder options."""
+    from omnivmed.builders import builder_class
+
     for name in builder_names():
         cls = builder_class(name)
         console.print(f"[bold]{name}[/]  {cls.info.license}  {cls.info.homepage}", highlight=False, soft_wrap=True)
@@ -66,6 +71,7 @@ def download(
     progress: ProgressOpt = None,
 ) -> None:
     """Download SOURCE from its published location (resumable, checksummed), or adopt a local copy with --from."""
+    from omnivmed.builders import LayoutError
     from omnivmed.download import DownloadError, adopt_local, download_source
 
     builder = _builder(source)
@@ -92,6 +98,7 @@ def build(
 ) -> None:
     """Build SOURCE from --raw into verified Arrow shards in --out."""
     from omnivmed.build import build_source
+    from omnivmed.builders import LayoutError
 
     builder = _builder(source, _parse_options(option))
     try:
@@ -128,6 +135,7 @@ def windows(
     progress: ProgressOpt = None,
 ) -> None:
     """Cut the videos of a surgical SOURCE into fixed-length windows for captioning, with their frames' QA text."""
+    from omnivmed.builders import LayoutError
     from omnivmed.builders.surgical import SurgicalVqaBuilder
     from omnivmed.caption_inputs import write_caption_inputs
 
@@ -151,6 +159,7 @@ def build_embedded(
     progress: ProgressOpt = None,
 ) -> None:
     """Build the embedded default (real VQA-RAD + SLAKE samples shipped in data/) without network."""
+    from omnivmed.builders import LayoutError
     from omnivmed.embedded import build_embedded as run
 
     try:

@@ -37,6 +37,7 @@ SAMPLES = {
     "data.max_sample_pixels": (["--max-sample-pixels", "4096"], 4096),
     "data.prune": (["--no-prune"], False),
     "data.prune_threshold": (["--prune-threshold", "0.25"], 0.25),
+    "data.prune_normalisation": (["--prune-normalisation", "encoder"], "encoder"),
     "data.verify": (["--no-verify"], False),
     "run.out": (["--out", "runs/elsewhere"], "runs/elsewhere"),
     "run.stage": (["--stage", "2"], 2),
@@ -193,7 +194,7 @@ def test_a_tiny_run_from_the_command_line_with_a_config_file(capsys, embedded_ma
     config = tmp_path / "train.yaml"
     config.write_text(
         f"data: {{shards: ['{embedded_manifest}'], batch_size: 2}}\n"
-        "run: {tensorboard: true}\n"
+        "run: {tensorboard: true, stage: 1}\n"
         "stage: {steps: 2, warmup_steps: 0, visual_kinds: [volume]}\n"
     )
     argv = ["--config", config, "--out", tmp_path / "run", "--model-config", "tiny", "--no-progress"]

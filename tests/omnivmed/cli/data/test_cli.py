@@ -86,12 +86,20 @@ def test_build_embedded_writes_a_verified_manifest_and_a_card(tmp_path):
     assert result.exit_code == 0, result.output
     manifest = Manifest.load(out / "manifest.json")
     assert set(manifest.counts["source"]) == {"vqa_rad", "slake", "volumes", "cholec80_vqa"}
-    assert manifest.counts["source"]["vqa_rad"] == 2244
+    # The stage-3 mix holds train rows only (VQA-RAD's 1,793 of 2,244; the 451 test rows stay staged).
+    assert manifest.counts["split"] == {"train": 1834}
+    assert manifest.counts["source"] == {"cholec80_vqa": 6, "slake": 25, "volumes": 10, "vqa_rad": 1793}
     # 3 real volumes x their rows in data/volumes/annotations.csv (10 rows).
-    assert manifest.counts["source"]["volumes"] == 10
     assert manifest.counts["visual_kind"]["volume"] == 10
-    # Generated frames in the real Cholec80-VQA layout: 5 kept QA lines per video, 2 videos.
-    assert manifest.counts["visual_kind"]["video"] == 10 and manifest.counts["split"]["validation"] >= 4
+    # Generated frames in the real Cholec80-VQA layout: 5 kept QA lines per video, 2 videos; video 5 is held out.
+    assert manifest.counts["visual_kind"]["video"] == 6
+    staged = Manifest.load(tmp_path / "embedded-sources" / "staged" / "vqa_rad" / "manifest.json")
+    assert staged.counts["split"] == {"test": 451, "train": 1793}
+    # Stages 1 and 2 beside it: the volumes' captions, then the 2D instructions.
+    stage1 = Manifest.load(tmp_path / "embedded-stage1" / "manifest.json")
+    assert stage1.counts["task"] == {"image_caption": 3} and stage1.options["recipe.stage"] == "1"
+    stage2 = Manifest.load(tmp_path / "embedded-stage2" / "manifest.json")
+    assert stage2.counts["source"] == {"slake": 25, "vqa_rad": 1793} and stage2.options["recipe.stage"] == "2"
     assert run("verify", out / "manifest.json").exit_code == 0
     card = (out / "README.md").read_text()
     assert "CC0-1.0" in card and "CC-BY-4.0" in card and "Apache-2.0 (TotalSegmentator" in card
