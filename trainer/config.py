@@ -172,15 +172,23 @@ class RunConfig:
         shown="none (run to the stage's end)",
     )
     precision: str = option("auto", "auto (bf16 autocast on GPU, fp32 on CPU), fp32, bf16.")
-    parallel: str = option("auto", "auto (FSDP on multi-GPU, else DDP), ddp, fsdp (GPU only).")
+    parallel: str = option("auto", "auto (FSDP on multi-GPU, else DDP), ddp, fsdp (also on CPU with gloo).")
     seed: int = option(0, "Seed for fresh weights (the projector in stage 1, the tiny base).")
     tensorboard: bool = option(True, "Write TensorBoard scalars to OUT/stageN/tensorboard.")
     progress: bool = option(True, "Show a progress bar (rank 0) with tokens/s and kept-token ratio.")
     record_samples: bool = option(
         False, "Write every sample id each rank trains on, and a parameter digest, to OUT/stageN/ranks/."
     )
+    dry_run: bool = option(
+        False, "Print the per-GPU memory plan of every stage for the preset on --gpus x --gpu-memory and exit "
+        "(loads no weights, reads no shards).",
+    )
+    gpus: int = option(8, "GPUs the --dry-run plan shards over (FSDP).")
+    gpu_memory: float = option(80.0, "GiB per GPU for the --dry-run plan (e.g. 24 for an RTX 3090).", metavar="GIB")
 
     def __post_init__(self):
+        if self.gpus < 1 or self.gpu_memory <= 0:
+            raise ConfigError("run.gpus must be >= 1 and run.gpu_memory > 0")
         if self.precision not in ("auto", "fp32", "bf16"):
             raise ConfigError(f"run.precision {self.precision!r} is not auto, fp32 or bf16")
         if self.parallel not in ("auto", "ddp", "fsdp"):
@@ -334,7 +342,11 @@ def read_config_file(path: Path) -> dict:
 
 
 def build_config(
-    file: Path | None = None, overrides: dict[str, dict] | None = None, lr_update: dict[str, float] | None = None
+    file: Path | None = None,
+    overrides: dict[str, dict] | None = None,
+    lr_update: dict[str, float] | None = None,
+    *,
+    need_shards: bool = True,
 ) -> TrainConfig:
     """File sections, then command-line overrides (None values are 'not given').
 
@@ -384,6 +396,6 @@ def build_config(
         )
     if lr_update:
         stage = stage.with_overrides(lr={**stage.lr, **lr_update})
-    if not built["data"].shards:
+    if need_shards and not built["data"].shards:
         raise ConfigError(f"{origin}: no shards given (--shards or data.shards)")
     return TrainConfig(built["model"], built["data"], built["run"], stage)

@@ -1,4 +1,11 @@
-"""The one training loop, for every stage (stages differ by data and by which parts train)."""
+"""The one training loop, for every stage (stages differ by data and by which parts train).
+
+The loss of a step is the mean over every supervised token of the step, all
+micro-batches on all ranks together: each rank's summed loss is divided by
+that global count (known before the forward, from the labels) and multiplied
+by the world size, which DDP's and FSDP's gradient averaging divide out. So
+N ranks of batch B give the gradients of one process with batch N * B.
+"""
 
 from __future__ import annotations
 
@@ -8,8 +15,9 @@ from dataclasses import dataclass
 import torch
 
 from omnivmed.trainer.data.stream import DataStream, Position
-from omnivmed.trainer.distributed import Runtime, all_sum
+from omnivmed.trainer.distributed import Runtime, all_sum, grad_sync
 from omnivmed.trainer.metrics import Metrics
+from omnivmed.trainer.model.omnivmed import supervised
 
 
 @dataclass
@@ -37,20 +45,19 @@ def train_loop(
     model.train()
     while step < stop_at:
         optimizer.zero_grad(set_to_none=True)
-        loss_sum = tokens = 0.0
-        stats = []
-        for micro in range(grad_accum):
+        micro_batches = []
+        for _ in range(grad_accum):
             batch, position = next(batches)
+            micro_batches.append(batch)
+        tokens = all_sum(float(sum(int(supervised(b.labels).sum()) for b in micro_batches)), runtime)
+        scale = runtime.world_size / max(tokens, 1.0)
+        loss_sum = 0.0
+        for micro, batch in enumerate(micro_batches):
             batch = batch.to(runtime.device)
-            last = micro == grad_accum - 1
-            sync = model.no_sync() if hasattr(model, "no_sync") and not last else contextlib.nullcontext()
-            with sync, autocast:
-                summed, count = model(batch)
-                # per-rank token mean; DDP averages the gradients over ranks
-                (summed / count.clamp(min=1) / grad_accum).backward()
+            with grad_sync(model, micro == grad_accum - 1), autocast:
+                summed, _ = model(batch)
+                (summed * scale).backward()
             loss_sum += float(summed.detach())
-            tokens += float(count)
-            stats.append(batch.stats)
             if record_samples:
                 seen_ids += batch.sample_ids
         if grad_clip > 0:
@@ -59,9 +66,9 @@ def train_loop(
         optimizer.step()
         scheduler.step()
         step += 1
-        loss = all_sum(loss_sum, runtime) / max(all_sum(tokens, runtime), 1.0)
+        loss = all_sum(loss_sum, runtime) / max(tokens, 1.0)
         losses.append(loss)
-        metrics.step(step, loss, lrs, stats)
+        metrics.step(step, loss, lrs, [b.stats for b in micro_batches])
         if step % save_every == 0 or step == stop_at:
             checkpoint(step, position)
     return LoopResult(step, position, losses, seen_ids, finished=step >= total_steps)

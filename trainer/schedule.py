@@ -20,7 +20,10 @@ SUMMARY_NAME = "summary.json"
 CONFIG_NAME = "config.json"
 # Settings that change how a run is watched or paced, not what it trains.
 RUNTIME_ONLY = {
-    "run": {"progress", "tensorboard", "stop_after", "record_samples", "keep_checkpoints", "save_every"},
+    "run": {
+        "progress", "tensorboard", "stop_after", "record_samples", "keep_checkpoints", "save_every", "dry_run", "gpus",
+        "gpu_memory",
+    },
     "data": {"num_workers", "verify"},
 }
 

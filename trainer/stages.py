@@ -57,8 +57,10 @@ class Stage:
 def default_stage(number: int) -> Stage:
     """The paper's progression; learning rates are LLaVA-style defaults for 1.5B/7B models."""
     if number == 1:
-        # RoPE is new to SigLIP, so the encoder adapts with the projector; the LLM stays frozen.
-        return Stage(1, "alignment-2d", {"vision": 2e-5, "projector": 1e-3}, visual_kinds=("image", "multi_image"))
+        # RoPE is new to SigLIP, so the encoder adapts with the projector; the LLM stays frozen. Alignment is
+        # captioning: the paper's stage-1 set is 2D (PubMedVision Alignment); a clone without it aligns on the
+        # captions it has (the embedded default's volume captions), so the stage filters by task, not by kind.
+        return Stage(1, "alignment", {"vision": 2e-5, "projector": 1e-3}, tasks=("image_caption",))
     if number == 2:
         return Stage(2, "instructions-2d", {"vision": 2e-6, "projector": 2e-5, "llm": 2e-5}, ("image", "multi_image"))
     if number == 3:

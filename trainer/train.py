@@ -8,7 +8,6 @@ latest checkpoint when there is one, run the loop, save the model folder.
 
 from __future__ import annotations
 
-import hashlib
 import json
 import math
 import os
@@ -17,20 +16,25 @@ from pathlib import Path
 import torch
 
 from omnivmed.data.fileio import atomic_write_bytes
-from omnivmed.trainer.checkpoint import load_latest, restore_rng, save_checkpoint
+from omnivmed.trainer.checkpoint import (
+    SHARDED, commit_checkpoint, load_latest, pending, restore_rng, save_checkpoint, start_checkpoint,
+)  # fmt: skip
 from omnivmed.trainer.config import ConfigError, TrainConfig
 from omnivmed.trainer.data.chat import ChatEncoder
 from omnivmed.trainer.data.order import Partition
 from omnivmed.trainer.data.sources import load_index, manifests_for_stage
 from omnivmed.trainer.data.stream import DataStream, Position, filter_index
 from omnivmed.trainer.data.visual import VisualSpec
-from omnivmed.trainer.distributed import Runtime, barrier, full_state, init_runtime, load_full_state, shutdown, unwrap, wrap
+from omnivmed.trainer.distributed import (
+    Runtime, barrier, full_model_state, full_state, init_runtime, load_full_state, load_sharded, parameter_digest,
+    save_sharded, shutdown, wrap,
+)  # fmt: skip
 from omnivmed.trainer.loop import LoopResult, train_loop
 from omnivmed.trainer.metrics import Metrics
 from omnivmed.trainer.model.omnivmed import OmniVMed, load_model, load_omnivmed
 from omnivmed.trainer.model.tiny import write_tiny_base
+from omnivmed.trainer.schedule import CONFIG_NAME, MODEL_DIR, SUMMARY_NAME
 
-MODEL_DIR = "model"
 
 
 def resolve_init(cfg: TrainConfig, runtime: Runtime) -> tuple[str, Path]:
@@ -110,20 +114,13 @@ def build_stream(cfg: TrainConfig, model: OmniVMed, runtime: Runtime) -> DataStr
     arch = model.arch
     spec = VisualSpec(
         model.vision.patch_size, arch.image_mean, arch.image_std, data.max_frames, data.max_pixels,
-        data.max_sample_pixels, data.prune, data.prune_threshold,
+        data.max_sample_pixels, data.prune, data.prune_threshold, data.prune_normalisation,
     )  # fmt: skip
     return DataStream(
         index, ChatEncoder(model.tokenizer, data.max_length), spec, batch_size=data.batch_size,
         partition=Partition(runtime.rank, runtime.world_size), seed=data.seed, mix=data.mix,
         num_workers=data.num_workers, pad_id=model.tokenizer.pad_token_id,
     )  # fmt: skip
-
-
-def parameter_digest(model: torch.nn.Module) -> str:
-    h = hashlib.sha256()
-    for name, tensor in sorted(unwrap(model).state_dict().items()):
-        h.update(name.encode() + tensor.detach().cpu().contiguous().view(torch.uint8).numpy().tobytes())
-    return h.hexdigest()
 
 
 def run_stage(cfg: TrainConfig) -> LoopResult:
@@ -142,7 +139,7 @@ def _run(cfg: TrainConfig, runtime: Runtime) -> LoopResult:
     stage_dir = cfg.run.stage_dir
     if runtime.is_main:
         stage_dir.mkdir(parents=True, exist_ok=True)
-        atomic_write_bytes(stage_dir / "config.json", (json.dumps(cfg.to_dict(), indent=2, default=list) + "\n").encode())
+        atomic_write_bytes(stage_dir / CONFIG_NAME, (json.dumps(cfg.to_dict(), indent=2, default=list) + "\n").encode())
     model, init = build_model(cfg, runtime)
     freeze_for(model, cfg.stage)
     stream = build_stream(cfg, model, runtime)
@@ -154,7 +151,10 @@ def _run(cfg: TrainConfig, runtime: Runtime) -> LoopResult:
     if resumed is not None:
         if resumed.init != init:
             raise ConfigError(f"{stage_dir}: its checkpoints started from {resumed.init}, this run from {init}")
-        load_full_state(wrapped, optimizer, resumed.model_state, resumed.optimizer_state)
+        if resumed.sharded is not None:
+            load_sharded(wrapped, optimizer, resumed.sharded)
+        else:
+            load_full_state(wrapped, optimizer, resumed.model_state, resumed.optimizer_state)
         scheduler.load_state_dict(resumed.scheduler_state)
         restore_rng(resumed.rng)
         step, position = resumed.step, resumed.position
@@ -165,13 +165,25 @@ def _run(cfg: TrainConfig, runtime: Runtime) -> LoopResult:
     if resumed is not None:
         metrics.restore(resumed.counters)
 
+    folder = stage_dir / "checkpoints"
+
     def checkpoint(at_step: int, at: Position) -> None:
-        model_state, optim_state = full_state(wrapped, optimizer, trainable_only=True)
-        if runtime.is_main:
-            save_checkpoint(
-                stage_dir / "checkpoints", at_step, at, model_state, optim_state, scheduler.state_dict(), init,
-                cfg.run.keep_checkpoints, metrics.counters(),
-            )  # fmt: skip
+        if runtime.parallel == "fsdp":  # every rank writes its own shards, nothing is gathered
+            if runtime.is_main:
+                start_checkpoint(folder, at_step)
+            barrier(runtime)
+            save_sharded(wrapped, optimizer, pending(folder, at_step) / SHARDED)
+            if runtime.is_main:
+                commit_checkpoint(
+                    folder, at_step, at, scheduler.state_dict(), init, cfg.run.keep_checkpoints, metrics.counters()
+                )
+        else:
+            model_state, optim_state = full_state(wrapped, optimizer, trainable_only=True)
+            if runtime.is_main:
+                save_checkpoint(
+                    folder, at_step, at, model_state, optim_state, scheduler.state_dict(), init,
+                    cfg.run.keep_checkpoints, metrics.counters(),
+                )  # fmt: skip
         barrier(runtime)
 
     try:
@@ -184,7 +196,7 @@ def _run(cfg: TrainConfig, runtime: Runtime) -> LoopResult:
     finally:
         metrics.close()
     if result.finished:
-        _save_final(wrapped, model, optimizer, runtime, stage_dir, metrics.summary(), result)
+        _save_final(wrapped, model, runtime, stage_dir, metrics.summary(), result)
     if cfg.run.record_samples:
         record = {"rank": runtime.rank, "samples": result.sample_ids, "parameters_sha256": parameter_digest(wrapped)}
         atomic_write_bytes(stage_dir / "ranks" / f"rank{runtime.rank}.json", json.dumps(record, indent=1).encode())
@@ -192,12 +204,10 @@ def _run(cfg: TrainConfig, runtime: Runtime) -> LoopResult:
     return result
 
 
-def _save_final(wrapped, model: OmniVMed, optimizer, runtime: Runtime, stage_dir: Path, summary: dict, result) -> None:
-    state = None
-    if runtime.parallel == "fsdp":
-        state, _ = full_state(wrapped, optimizer, trainable_only=False)
+def _save_final(wrapped, model: OmniVMed, runtime: Runtime, stage_dir: Path, summary: dict, result) -> None:
+    state = full_model_state(wrapped) if runtime.parallel == "fsdp" else None  # gathered on rank 0
     if runtime.is_main:
         model.save_pretrained(stage_dir / MODEL_DIR, state_dict=state)
         summary = {**summary, "steps": result.step, "final_loss": result.losses[-1] if result.losses else None}
-        atomic_write_bytes(stage_dir / "summary.json", (json.dumps(summary, indent=2, sort_keys=True) + "\n").encode())
+        atomic_write_bytes(stage_dir / SUMMARY_NAME, (json.dumps(summary, indent=2, sort_keys=True) + "\n").encode())
     barrier(runtime)

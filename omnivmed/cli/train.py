@@ -49,6 +49,9 @@ def main(argv: list[str] | None = None) -> None:
     from omnivmed.trainer.schedule import stage_done, stages_to_run
 
     try:
+        if overrides.get("run", {}).get("dry_run"):
+            print_plan(build_config(config_file, overrides, lr_update=lr_update, need_shards=False))
+            return
         stages = stages_to_run(read_config_file(config_file) if config_file else {}, overrides)
         for number in stages:
             staged = {**overrides, "run": {**overrides.get("run", {}), "stage": number}}
@@ -67,6 +70,18 @@ def main(argv: list[str] | None = None) -> None:
             print(f"stage {number}: finished at step {result.step}{last} -> {cfg.run.stage_dir / 'model'}")
     except (ConfigError, TrainDataError, FileNotFoundError) as err:
         fail(str(err))
+
+
+def print_plan(cfg: TrainConfig) -> None:
+    """``--dry-run``: the memory plan of every stage for this preset, batch and hardware."""
+    from omnivmed.trainer.memory_plan import format_plan, workload
+
+    data = cfg.resolved_data()
+    try:
+        work = workload(cfg.model.preset, data.batch_size, data.max_length, data.max_frames, data.max_pixels)
+    except ValueError as err:
+        raise ConfigError(f"--dry-run: {err}") from None
+    print(format_plan(cfg.model.preset, cfg.run.gpus, cfg.run.gpu_memory, work))
 
 
 def parse_args(argv: list[str] | None = None) -> tuple[Path | None, dict[str, dict], dict[str, float] | None]:

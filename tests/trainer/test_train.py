@@ -98,3 +98,20 @@ def test_resume_from_a_mid_stage_checkpoint_gives_identical_losses(three_stages,
     uninterrupted = load_file(str(three_stages / "stage3" / "model" / "projector" / "model.safetensors"))
     resumed = load_file(str(tmp_path / "stage3" / "model" / "projector" / "model.safetensors"))
     assert all(torch.equal(uninterrupted[k], resumed[k]) for k in uninterrupted)
+
+
+def test_gradient_accumulation_equals_the_larger_batch(embedded_manifest, tmp_path):
+    """The loss of a step is the mean over all its supervised tokens, however they are split into micro-batches."""
+
+    def run(out: Path, batch_size: int, grad_accum: int) -> list[float]:
+        cfg = build_config(
+            overrides={
+                "data": {"shards": [str(embedded_manifest)], "batch_size": batch_size},
+                "run": {"out": str(out), "stage": 1, "grad_accum": grad_accum, "progress": False, "tensorboard": False},
+                "stage": {"steps": 2, "warmup_steps": 0, "visual_kinds": ["image"], "tasks": ["vqa"]},
+            },
+            lr_update=LR[1],
+        )
+        return run_stage(cfg).losses
+
+    assert run(tmp_path / "a", 2, 2) == pytest.approx(run(tmp_path / "b", 4, 1), rel=1e-5)

@@ -100,13 +100,16 @@ class OmniVMed(nn.Module):
         hidden = self.llm.base_model(inputs_embeds=embeds, attention_mask=batch.attention_mask, use_cache=False)
         hidden = hidden.last_hidden_state[:, :-1]
         targets = batch.labels[:, 1:]
-        chosen = targets != IGNORE
+        chosen = supervised(batch.labels)
         logits = self.llm.get_output_embeddings()(hidden[chosen]).float()
         loss = F.cross_entropy(logits, targets[chosen], reduction="sum") if logits.shape[0] else logits.sum()
         return loss + ghost, chosen.sum()
 
     def save_pretrained(self, path: Path, state_dict: dict | None = None) -> None:
-        """Write the folder under a temporary name, then rename it into place."""
+        """Write the folder under a temporary name, then rename it into place.
+
+        ``state_dict``: the full model state (FSDP's gathered one) written instead of the live parameters,
+        which are never touched then (under FSDP they are sharded DTensors)."""
         path = Path(path)
         tmp = path.with_name(f".{path.name}.tmp")
         shutil.rmtree(tmp, ignore_errors=True)
@@ -115,9 +118,7 @@ class OmniVMed(nn.Module):
         self.vision.siglip.save_pretrained(tmp / "vision", state_dict=parts.get("vision.siglip"))
         self.llm.save_pretrained(tmp / "llm", state_dict=parts.get("llm"))
         self.tokenizer.save_pretrained(tmp / "llm")
-        if "projector" in parts:
-            self.projector.load_state_dict(parts["projector"])
-        self.projector.save_pretrained(tmp / "projector")
+        self.projector.save_pretrained(tmp / "projector", state_dict=parts.get("projector"))
         (tmp / CONFIG_NAME).write_text(self.arch.to_json())
         for file in tmp.rglob("*"):
             if file.is_file():
@@ -130,6 +131,11 @@ class OmniVMed(nn.Module):
         tmp.rename(path)
         fsync_dir(path.parent)
         shutil.rmtree(old, ignore_errors=True)
+
+
+def supervised(labels: torch.Tensor) -> torch.Tensor:
+    """(B, S) labels -> (B, S-1) bool: the positions whose next token the loss predicts."""
+    return labels[:, 1:] != IGNORE
 
 
 def _split_state(state: dict) -> dict[str, dict]:
@@ -192,8 +198,9 @@ def load_model(
             f"projector maps {projector.vision_hidden}->{projector.llm_hidden}, models need "
             f"{siglip.config.hidden_size}->{llm.config.hidden_size}"
         )
-    if gradient_checkpointing:
-        llm.gradient_checkpointing_enable()
+    if gradient_checkpointing:  # transformers 5 renamed it; the old name warns
+        enable = getattr(llm, "activation_checkpointing_enable", None) or llm.gradient_checkpointing_enable
+        enable()
     return OmniVMed(vision, projector, llm, tokenizer, arch)
 
 

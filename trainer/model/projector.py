@@ -24,12 +24,14 @@ class Projector(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.fc2(self.act(self.fc1(x)))
 
-    def save_pretrained(self, path: Path) -> None:
+    def save_pretrained(self, path: Path, state_dict: dict | None = None) -> None:
+        """Write config and weights; ``state_dict`` (e.g. gathered from FSDP shards) instead of the module's own."""
         path = Path(path)
         path.mkdir(parents=True, exist_ok=True)
         config = {"type": "mlp2x_gelu", "vision_hidden": self.vision_hidden, "llm_hidden": self.llm_hidden}
         (path / CONFIG_NAME).write_text(json.dumps(config, indent=2) + "\n")
-        save_file({k: v.detach().contiguous().cpu() for k, v in self.state_dict().items()}, str(path / WEIGHTS_NAME))
+        state = self.state_dict() if state_dict is None else state_dict
+        save_file({k: v.detach().contiguous().cpu() for k, v in state.items()}, str(path / WEIGHTS_NAME))
 
     @classmethod
     def from_pretrained(cls, path: Path) -> "Projector":

@@ -1,12 +1,21 @@
-"""The vision encoder: SigLIP's own modules, our layer loop (3D RoPE + varlen attention).
+"""The vision encoder: SigLIP's own modules, our layers (3D RoPE + varlen attention).
 
 transformers' SigLIP attention takes no rotary tables or packed offsets, so
 we keep its modules (and so its checkpoint layout: ``save_pretrained`` /
-``from_pretrained`` still work) and run the layers ourselves:
+``from_pretrained`` still work) and run them in our own layer module:
 patch embedding as a matrix product over already-cut patches (the conv has
 kernel = stride = patch, so it is the same product), optional learned
 absolute table interpolated to each input's grid, then per layer
 pre-norm attention with rotary q/k and block-diagonal masking, and the MLP.
+
+Each SigLIP encoder layer is replaced, in place, by a :class:`RopeEncoderLayer`
+that adopts its four children under the same names, so parameter names (and
+the saved folder) do not change, while every layer runs through a module
+call: FSDP's per-layer units (``fully_shard``) gather their weights in the
+hooks of that call. The rotary tables are computed once per forward, in fp32,
+outside the layers; layers are sharded without input casting, so a bf16
+mixed-precision policy never rounds them (a layer casts its hidden states to
+its own parameter dtype itself).
 """
 
 from __future__ import annotations
@@ -20,7 +29,42 @@ from omnivmed.trainer.model.attention import varlen_attention
 from omnivmed.trainer.model.rope import Rotary3D, apply_rotary
 
 
+class RopeEncoderLayer(nn.Module):
+    """One SigLIP encoder layer with rotary q/k and varlen attention (SigLIP's children, same names)."""
+
+    def __init__(self, layer: nn.Module, heads: int, *, attention: str = "auto", gradient_checkpointing: bool = False):
+        super().__init__()
+        self.layer_norm1, self.self_attn = layer.layer_norm1, layer.self_attn
+        self.layer_norm2, self.mlp = layer.layer_norm2, layer.mlp
+        self.heads = heads
+        self.head_dim = layer.self_attn.q_proj.out_features // heads
+        self.attention = attention
+        self.gradient_checkpointing = gradient_checkpointing
+
+    def forward(self, h: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor, cu_seqlens: torch.Tensor) -> torch.Tensor:
+        """h (L, hidden); cos, sin (L, head_dim) fp32; cu_seqlens (inputs + 1,) -> (L, hidden)."""
+        if self.gradient_checkpointing and self.training and torch.is_grad_enabled():
+            # inside the module call: under FSDP the recomputation runs with the weights the backward gathered
+            return checkpoint(self._forward, h, cos, sin, cu_seqlens, use_reentrant=False)
+        return self._forward(h, cos, sin, cu_seqlens)
+
+    def _forward(self, h, cos, sin, cu_seqlens) -> torch.Tensor:
+        h = h.to(self.layer_norm1.weight.dtype)  # FSDP's bf16 policy: the residual stream takes the layer's dtype
+        attn = self.self_attn
+        x = self.layer_norm1(h)
+        shape = (x.shape[0], self.heads, self.head_dim)
+        q = apply_rotary(attn.q_proj(x).view(shape), cos, sin)
+        k = apply_rotary(attn.k_proj(x).view(shape), cos, sin)
+        v = attn.v_proj(x).view(shape)
+        o = varlen_attention(q, k, v, cu_seqlens, impl=self.attention).reshape(x.shape)
+        h = h + attn.out_proj(o)
+        return h + self.mlp(self.layer_norm2(h))
+
+
 class RopeVisionEncoder(nn.Module):
+    """SigLIP run through rotary layers. It takes the given SiglipVisionModel over: its encoder layers become
+    :class:`RopeEncoderLayer` (same parameters and names), so transformers' own forward of it no longer applies."""
+
     def __init__(
         self,
         siglip: nn.Module,
@@ -40,8 +84,17 @@ class RopeVisionEncoder(nn.Module):
         self.patch_size = config.patch_size
         self.rotary = Rotary3D(self.head_dim, rope_split, rope_theta)
         self.keep_abs_pos = keep_abs_pos
-        self.attention = attention
-        self.gradient_checkpointing = gradient_checkpointing
+        layers = siglip.encoder.layers
+        for i, layer in enumerate(layers):
+            if not isinstance(layer, RopeEncoderLayer):
+                layers[i] = RopeEncoderLayer(
+                    layer, self.heads, attention=attention, gradient_checkpointing=gradient_checkpointing
+                )
+
+    @property
+    def layers(self) -> nn.ModuleList:
+        """The rotary encoder layers (FSDP's vision units)."""
+        return self.siglip.encoder.layers
 
     @property
     def patch_dim(self) -> int:
@@ -65,17 +118,6 @@ class RopeVisionEncoder(nn.Module):
             out[span] = sized[positions[span, 1], positions[span, 2]].to(table.dtype)
         return out
 
-    def _layer(self, layer: nn.Module, h: torch.Tensor, cos, sin, cu_seqlens) -> torch.Tensor:
-        attn = layer.self_attn
-        x = layer.layer_norm1(h)
-        shape = (x.shape[0], self.heads, self.head_dim)
-        q = apply_rotary(attn.q_proj(x).view(shape), cos, sin)
-        k = apply_rotary(attn.k_proj(x).view(shape), cos, sin)
-        v = attn.v_proj(x).view(shape)
-        o = varlen_attention(q, k, v, cu_seqlens, impl=self.attention).reshape(x.shape)
-        h = h + attn.out_proj(o)
-        return h + layer.mlp(layer.layer_norm2(h))
-
     def forward(
         self, patches: torch.Tensor, positions: torch.Tensor, cu_seqlens: torch.Tensor, grids: torch.Tensor
     ) -> torch.Tensor:
@@ -84,10 +126,7 @@ class RopeVisionEncoder(nn.Module):
         h = F.linear(patches.to(conv.weight.dtype), conv.weight.flatten(1), conv.bias)
         if self.keep_abs_pos:
             h = h + self._absolute(positions, cu_seqlens, grids)
-        cos, sin = self.rotary(positions)
-        for layer in self.siglip.encoder.layers:
-            if self.gradient_checkpointing and self.training:
-                h = checkpoint(self._layer, layer, h, cos, sin, cu_seqlens, use_reentrant=False)
-            else:
-                h = self._layer(layer, h, cos, sin, cu_seqlens)
+        cos, sin = self.rotary(positions)  # fp32 from integer positions, once for every layer
+        for layer in self.layers:
+            h = layer(h, cos, sin, cu_seqlens)
         return self.siglip.post_layernorm(h)

@@ -52,6 +52,9 @@ SAMPLES = {
     "run.tensorboard": (["--no-tensorboard"], False),
     "run.progress": (["--no-progress"], False),
     "run.record_samples": (["--record-samples"], True),
+    "run.dry_run": (["--dry-run"], True),
+    "run.gpus": (["--gpus", "4"], 4),
+    "run.gpu_memory": (["--gpu-memory", "24"], 24.0),
     "stage.lr": (["--lr", "llm=1e-4"], {**default_stage(2).lr, "llm": 1e-4}),  # --lr updates; a file's lr replaces
     "stage.steps": (["--steps", "12"], 12),
     "stage.warmup_steps": (["--warmup-steps", "0"], 0),
@@ -204,3 +207,33 @@ def test_a_tiny_run_from_the_command_line_with_a_config_file(capsys, embedded_ma
     summary = json.loads((tmp_path / "run" / "stage1" / "summary.json").read_text())
     assert set(summary["kept_ratio"]) == {"volume"} and summary["samples"] == 4
     assert list((tmp_path / "run" / "stage1" / "tensorboard").glob("events.out.tfevents.*"))
+
+
+def test_dry_run_prints_the_memory_plan_without_shards_or_weights(capsys):
+    code, out, err = run_main(capsys, "--dry-run", "--model-config", "1.5b", "--gpus", "8", "--gpu-memory", "24", "--batch-size", "1")
+    assert code == 0, err
+    rows = [line.split() for line in out.splitlines() if line[:1] in "123"]
+    assert len(rows) == 6 and {r[-1] for r in rows if r[2] == "on"} == {"yes"} and {r[-1] for r in rows if r[2] == "off"} == {"NO"}
+    code, _, err = run_main(capsys, "--dry-run")
+    assert code == 2 and err == "omnivmed-train: --dry-run: no shapes for preset 'tiny': the plan covers 1.5b, 7b\n"
+
+
+def test_the_progressive_schedule_runs_every_stage_once(capsys, tmp_path):
+    from omnivmed.embedded import build_embedded
+
+    manifests = tmp_path / "manifests"
+    build_embedded(tmp_path / "out" / "omnivmed-embedded", manifests_dir=manifests, progress=False)
+    argv = ["--shards", manifests, "--out", tmp_path / "run", "--steps", "2", "--batch-size", "2", "--no-progress"]
+    code, out, err = run_main(capsys, *argv)
+    assert code == 0, err
+    assert [line.split(":")[0] for line in out.splitlines()] == ["stage 1", "stage 2", "stage 3"]
+    for stage in (1, 2, 3):
+        summary = json.loads((tmp_path / "run" / f"stage{stage}" / "summary.json").read_text())
+        assert summary["steps"] == 2
+    assert json.loads((tmp_path / "run" / "stage1" / "config.json").read_text())["stage"]["tasks"] == ["image_caption"]
+    stamps = {p: p.stat().st_mtime_ns for p in (tmp_path / "run").rglob("*") if p.is_file()}
+    code, out, err = run_main(capsys, *argv, "--progress")  # a runtime-only setting does not make a stage stale
+    assert code == 0 and out.count("done already") == 3
+    assert {p: p.stat().st_mtime_ns for p in (tmp_path / "run").rglob("*") if p.is_file()} == stamps
+    code, _, err = run_main(capsys, "--shards", manifests, "--out", tmp_path / "other", "--stage", "3", "--no-progress")
+    assert code == 2 and "stage 3 starts from stage 2's output, which is missing" in err and err.count("\n") == 1

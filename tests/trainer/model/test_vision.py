@@ -7,10 +7,12 @@ from omnivmed.trainer.model.vision import RopeVisionEncoder
 
 
 def _encoder(tiny_base, **options):
+    """transformers' SigLIP, and our encoder over a second copy of it (the encoder takes its model's layers over)."""
     from transformers import SiglipVisionModel
 
     siglip = SiglipVisionModel.from_pretrained(tiny_base / "vision")
-    return siglip, RopeVisionEncoder(siglip, attention="sdpa", **options).eval()
+    ours = SiglipVisionModel.from_pretrained(tiny_base / "vision")
+    return siglip, RopeVisionEncoder(ours, attention="sdpa", **options).eval()
 
 
 def _packed(images: list[torch.Tensor], patch: int):
@@ -55,3 +57,15 @@ def test_unused_parameters_are_the_absolute_table_without_keep_abs_pos(tiny_base
     _, with_table = _encoder(tiny_base, keep_abs_pos=True)
     assert [p.shape for p in plain.unused_parameters()] == [torch.Size([16, 32])]
     assert with_table.unused_parameters() == []
+
+
+def test_layers_run_as_module_calls_under_siglip_parameter_names(tiny_base):
+    """FSDP's per-layer units gather their weights in the hooks of the layer's call."""
+    siglip, encoder = _encoder(tiny_base)
+    assert list(encoder.siglip.state_dict()) == list(siglip.state_dict())  # the saved layout does not change
+    called = []
+    for layer in encoder.layers:
+        layer.register_forward_pre_hook(lambda module, args: called.append(module))
+    with torch.no_grad():
+        encoder(*_packed([torch.randn(3, 16, 24)], 8))
+    assert called == list(encoder.layers)
