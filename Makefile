@@ -3,7 +3,7 @@
 #                           DOWNLOAD=1 fetches the openly published ones, CAPTION_ENDPOINT=URL captions
 #                           the videos; with no source at all, the embedded default (verified shards,
 #                           data card, figures, preview)
-#   make test               run the whole test suite
+#   make test               run the whole test suite (make test-fast: without the slow tests, in parallel)
 # Both create and fill .venv when it is missing.
 
 PYTHON ?= python3
@@ -20,7 +20,7 @@ CAPTION_ENDPOINT ?=
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.omnivmed-installed
 
-.PHONY: install instruct-dataset test bench clean caption-demo
+.PHONY: install instruct-dataset test test-fast bench clean caption-demo eval-demo
 
 install: $(STAMP)
 
@@ -41,6 +41,10 @@ instruct-dataset: $(STAMP)
 test: $(STAMP)
 	HF_HUB_OFFLINE=1 HF_DATASETS_OFFLINE=1 $(BIN)/python -m pytest
 
+# Daily work: everything but the tests marked slow (SmolLM2 demo, torchrun, Chromium), on every core.
+test-fast: $(STAMP)
+	HF_HUB_OFFLINE=1 HF_DATASETS_OFFLINE=1 $(BIN)/python -m pytest -m "not slow" -n auto
+
 bench: $(STAMP)
 	$(BIN)/python benchmarks/bench_shards.py
 	$(BIN)/python benchmarks/bench_volumes.py
@@ -53,6 +57,11 @@ bench: $(STAMP)
 # The captioning loop offline on the embedded clips, with a DEMO model (SmolLM2-135M-Instruct).
 caption-demo: $(STAMP)
 	HF_HUB_OFFLINE=1 $(BIN)/omnivmed-data caption-demo --out out/caption-demo
+
+# The evaluator offline on the embedded default's held-out splits (built when missing): the majority and
+# blind (SmolLM2 DEMO model, text-only) baselines, every protocol, overlap, report.md. A re-run asks nothing.
+eval-demo: $(STAMP)
+	HF_HUB_OFFLINE=1 $(BIN)/omnivmed-eval demo --out out/eval-demo
 
 clean:
 	rm -rf out build *.egg-info
