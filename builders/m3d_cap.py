@@ -22,7 +22,17 @@ from pathlib import Path
 from typing import Iterator
 
 from omnivmed.builders.base import HELD_OUT_FIRST, Builder, BuilderItem, BuilderOption, LayoutError, Reject
-from omnivmed.builders.m3d import canonical_path, comma_list, group_of, load_volume, report_text, resolve_text, source_info
+from omnivmed.builders.m3d import (
+    canonical_path,
+    comma_list,
+    group_of,
+    load_volume,
+    prefers_slices,
+    report_text,
+    resolve_text,
+    resolve_volume,
+    source_info,
+)
 from omnivmed.builders.volume_samples import (
     EncodedVolumeCache,
     relative,
@@ -140,6 +150,13 @@ class M3dCapBuilder(Builder):
         try:
             report, text_file = _report(raw, text)
         except VolumeError as err:
+            # A volume that is nowhere is the bigger gap: say so (and that the text fails too).
+            try:
+                resolve_volume(raw, image, prefer_slices=prefers_slices(self.settings))
+            except VolumeError as missing:
+                also = f" (and {err.file}: {err.detail})"
+                yield volume_reject(VolumeError(missing.reason, missing.file, missing.detail + also), raw, record)
+                return
             yield Reject(err.file, record, err.reason, f"{err.file}: {err.detail}")
             return
         try:

@@ -17,6 +17,7 @@ from omnivmed.builders.base import BuilderOption, BuilderOptionError, Reject, So
 from omnivmed.data.schema import IMAGE_TOKEN, Provenance, Sample, Turn, make_sample
 from omnivmed.data.volume import PRESETS, EncodedVolume, VolumeError, VolumeLimits, VolumeRecipe, recipe_from_options
 from omnivmed.data.volume.dicom_privacy import redact_path
+from omnivmed.data.volume.core import FOUR_D_MODES
 
 
 def volume_option_specs(default_preset: str) -> tuple[BuilderOption, ...]:
@@ -33,6 +34,7 @@ def volume_option_specs(default_preset: str) -> tuple[BuilderOption, ...]:
 class VolumeSettings:
     recipe: VolumeRecipe | str  # "auto" resolves per volume
     limits: VolumeLimits
+    four_d: str = "reject"  # 4D DICOM series: "reject" (four_dimensional) or "split" (one volume each)
 
 
 def volume_settings(options: dict[str, str]) -> VolumeSettings:
@@ -48,7 +50,20 @@ def volume_settings(options: dict[str, str]) -> VolumeSettings:
             raise ValueError("max_voxels must be positive")
     except ValueError as err:
         raise BuilderOptionError(str(err)) from None
-    return VolumeSettings(recipe, VolumeLimits(max_voxels=max_voxels))
+    four_d = options.get("four_d", "reject")
+    if four_d not in FOUR_D_MODES:
+        raise BuilderOptionError(f"four_d {four_d!r} is not one of {', '.join(FOUR_D_MODES)}")
+    return VolumeSettings(recipe, VolumeLimits(max_voxels=max_voxels), four_d)
+
+
+def four_d_option() -> BuilderOption:
+    """For builders that read DICOM series: what to do with a 4D series (DWI b-values, dynamic phases)."""
+    return BuilderOption(
+        "four_d",
+        "reject",
+        "4D DICOM series (every position repeated per b-value or time point): reject (as four_dimensional) "
+        "or split (one volume per b-value / temporal position, addressed as folder#N)",
+    )
 
 
 def relative(path: Path | str, raw: Path) -> str:

@@ -6,7 +6,9 @@ named by ``-o annotations=...``), one row per exchange:
 
 * ``volume`` (required): path relative to the raw folder of a NIfTI file, a
   DICOM series folder or a ``<int>.png`` slice folder; ``folder#2`` picks the
-  second series (by SeriesNumber) of a folder that holds several;
+  second series (by SeriesNumber) of a folder that holds several (with
+  ``-o four_d=split`` the volumes of a 4D series are numbered the same way, in
+  b-value / temporal order);
 * either ``question`` and ``answer`` (task vqa; ``answer_type`` open/closed,
   else closed exactly when the answer is yes/no) or ``report`` (task
   report_generation; ``prompt`` optional);
@@ -32,6 +34,7 @@ from omnivmed.builders.base import Builder, BuilderOption, BuilderOptionError, L
 from omnivmed.builders.vqa2d import closed_if_yes_no
 from omnivmed.builders.volume_samples import (
     EncodedVolumeCache,
+    four_d_option,
     relative,
     volume_option_specs,
     volume_reject,
@@ -77,6 +80,7 @@ class VolumesBuilder(Builder):
     info = INFO
     option_specs = (
         *volume_option_specs("auto"),
+        four_d_option(),
         BuilderOption("annotations", "", "annotation file relative to the raw folder (default: annotations.csv/.jsonl if present)"),
         BuilderOption("split", "train", "split of rows that do not name one"),
         BuilderOption("modality", "", "modality of volumes whose headers do not say (NIfTI, slice folders): e.g. ct, mri"),
@@ -214,7 +218,7 @@ class VolumesBuilder(Builder):
                 yield volume_reject(item, raw, relative(item.file, raw))
                 continue
             try:
-                series_list = expand(item)
+                series_list = expand(item, self.settings.four_d)
             except VolumeError as err:
                 yield volume_reject(err, raw, relative(item.path, raw))
                 continue
@@ -252,7 +256,7 @@ class VolumesBuilder(Builder):
             raise VolumeError("path_escapes_raw", path_text, "volume path leaves the raw folder")
         item = classify(path)
         if item.kind == "dicom":
-            found = expand(item)
+            found = expand(item, self.settings.four_d)
             if series_number:
                 if not series_number.isdigit() or not 1 <= int(series_number) <= len(found):
                     raise VolumeError("missing_volume", ref, f"folder holds {len(found)} series; no series #{series_number}")

@@ -15,6 +15,10 @@ import numpy as np
 # inferior.
 CANONICAL_ORIENTATION = "LPS"
 
+# What to do with a 4D DICOM series (every position repeated once per b-value / time point):
+# reject it as ``four_dimensional``, or split it into one volume per b-value / temporal position.
+FOUR_D_MODES = ("reject", "split")
+
 
 class VolumeError(ValueError):
     """A volume that cannot be used. ``file`` names the culprit (relative or absolute

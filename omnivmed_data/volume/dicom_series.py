@@ -10,6 +10,12 @@ Grouping is by SeriesInstanceUID when the files carry one; de-identified
 exports often blank it (the sample series does), and then a folder is a
 series. Slices are ordered by their position along the slice normal
 (ImagePositionPatient . (row x column)), never by file name.
+
+Gzipped files (``.dcm.gz``) and the frames of enhanced multi-frame files
+(geometry in the functional groups, see :mod:`dicom_slices`) are decoded with
+pydicom instead. A series whose positions all repeat is 4D: rejected as
+``four_dimensional`` with its counts, or split into one series per b-value /
+temporal position when asked (``four_d="split"``).
 """
 
 from __future__ import annotations
@@ -22,10 +28,14 @@ from pathlib import Path
 import numpy as np
 import pydicom
 import SimpleITK as sitk
-from pydicom.errors import InvalidDicomError
+from pydicom.uid import UID
 
-from omnivmed.data.volume.core import CANONICAL_ORIENTATION, Volume, VolumeError, VolumeLimits, itk_message, plane_of
+from omnivmed.data.volume.core import CANONICAL_ORIENTATION, FOUR_D_MODES, Volume, VolumeError, VolumeLimits, itk_message, plane_of
+from omnivmed.data.volume.dicom_files import dicom_files_in, is_dicom_file, is_gzipped, read_dataset, read_header
 from omnivmed.data.volume.dicom_privacy import allowed_fields, identifiers_of
+from omnivmed.data.volume.dicom_slices import POSITION_TOLERANCE, DicomSlice, four_d_split, is_multiframe, slices_of
+
+__all__ = ["FOUR_D_MODES", "DicomSeries", "dicom_files_in", "is_dicom_file", "read_dicom_series", "series_in_folder"]
 
 # Slices whose spacing differs from the median by more than this fraction mean
 # a missing slice or a second acquisition in the series: not one volume.
@@ -38,56 +48,91 @@ _UNDEFINED_LENGTH = 0xFFFFFFFF
 
 @dataclass(frozen=True)
 class DicomSeries:
-    """Files of one series as found on disk, not yet ordered or checked."""
+    """Slices of one series (or of one volume of a split 4D series) as found on disk, not yet ordered or checked."""
 
     folder: Path
-    files: tuple[Path, ...]
-    headers: tuple[pydicom.Dataset, ...]  # read once, without pixel data
+    slices: tuple[DicomSlice, ...]
     index: int  # 1-based position of this series within its folder (ordered by SeriesNumber)
     of: int  # how many series the folder holds
+    label: str = ""  # which volume of a split 4D series, e.g. "b-value 1000"
 
+    @property
+    def files(self) -> tuple[Path, ...]:
+        return tuple(dict.fromkeys(s.path for s in self.slices))
 
-def is_dicom_file(path: Path) -> bool:
-    """Part 10 files carry 'DICM' at byte 128; bare '.dcm' files without a preamble are accepted too."""
-    try:
-        with open(path, "rb") as f:
-            head = f.read(132)
-    except OSError:
-        return False
-    return head[128:132] == b"DICM" or path.suffix.lower() == ".dcm"
-
-
-def dicom_files_in(folder: Path) -> list[Path]:
-    return sorted(p for p in folder.iterdir() if p.is_file() and not p.name.startswith(".") and is_dicom_file(p))
+    @property
+    def headers(self) -> tuple[pydicom.Dataset, ...]:
+        """One header per file (read once, without pixel data)."""
+        seen: dict[Path, pydicom.Dataset] = {}
+        for s in self.slices:
+            seen.setdefault(s.path, s.header)
+        return tuple(seen.values())
 
 
 def _read_header(path: Path) -> pydicom.Dataset:
-    try:
-        return pydicom.dcmread(path, stop_before_pixels=True, force=True)
-    except (InvalidDicomError, EOFError, OSError, ValueError, KeyError, TypeError) as err:
-        raise VolumeError("unreadable_dicom", str(path), f"not a readable DICOM header ({err})") from None
+    return read_header(path)
 
 
-def series_in_folder(folder: Path) -> list[DicomSeries]:
-    """Group a folder's DICOM files into series (by SeriesInstanceUID, or the folder when blank)."""
+def series_in_folder(folder: Path, four_d: str = "reject") -> list[DicomSeries]:
+    """Group a folder's DICOM files into series (by SeriesInstanceUID, or the folder when blank).
+
+    An enhanced multi-frame file is a series of its own (its frames are its slices). With
+    ``four_d="split"`` a 4D series becomes one series per b-value / temporal position.
+    """
+    if four_d not in FOUR_D_MODES:
+        raise ValueError(f"four_d must be one of {', '.join(FOUR_D_MODES)}, not {four_d!r}")
     files = dicom_files_in(folder)
     if not files:
         raise VolumeError("empty_folder", str(folder), "no DICOM files")
     # An unreadable header rejects the folder, naming the file: a series with a hole is not a volume.
-    groups: dict[str, list[tuple[Path, pydicom.Dataset]]] = defaultdict(list)
-    numbers: dict[str, float] = {}
+    groups: dict[tuple[str, str], list[DicomSlice]] = defaultdict(list)
+    numbers: dict[tuple[str, str], float] = {}
     for path in files:
         ds = _read_header(path)
+        if not _is_image(ds, path):
+            continue  # a DICOMDIR, a structured report, a presentation state: no slice to read
         uid = str(ds.get("SeriesInstanceUID", "") or "").strip()
-        groups[uid].append((path, ds))
-        numbers.setdefault(uid, _series_number(ds))
+        key = (uid, path.name if is_multiframe(ds) else "")
+        groups[key].extend(slices_of(path, ds))
+        numbers.setdefault(key, _series_number(ds))
     # Order series by SeriesNumber, then by their first file name: never by UID, which is
     # random and must not leak into output through ordering either.
-    keys = sorted(groups, key=lambda k: (numbers[k], groups[k][0][0].name))
-    return [
-        DicomSeries(folder, tuple(p for p, _ in groups[k]), tuple(h for _, h in groups[k]), i + 1, len(keys))
-        for i, k in enumerate(keys)
-    ]
+    if not groups:
+        raise VolumeError("empty_folder", str(folder), "DICOM files, but no images among them")
+    keys = sorted(groups, key=lambda k: (numbers[k], groups[k][0].path.name))
+    parts: list[tuple[tuple[DicomSlice, ...], str]] = []
+    for key in keys:
+        slices = groups[key]
+        split = _four_d(slices) if four_d == "split" else None
+        if split is None or split.key is None:
+            parts.append((tuple(slices), ""))
+        else:
+            parts += [(tuple(slices[i] for i in idx), f"{split.key} {value}") for value, idx in split.groups]
+    return [DicomSeries(folder, s, i + 1, len(parts), label) for i, (s, label) in enumerate(parts)]
+
+
+def _is_image(ds: pydicom.Dataset, path: Path) -> bool:
+    """Whether a header is an image's; VolumeError ("truncated", naming the file) for an image header
+    cut short before its size, which would otherwise split off as a series of its own and leave
+    the rest to be read as a volume with a hole."""
+    if "Rows" in ds and "Columns" in ds:
+        return True
+    sop = str(ds.get("SOPClassUID", "") or getattr(getattr(ds, "file_meta", None), "MediaStorageSOPClassUID", "") or "")
+    known = bool(sop) and UID(sop).name != sop
+    if known and "Image Storage" not in UID(sop).name:
+        return False
+    raise VolumeError("truncated", str(path), "the header ends before Rows/Columns (file cut short?)")
+
+
+def _four_d(slices: list[DicomSlice]):
+    """The 4D reading of a group, or None (also when its geometry is broken: reading rejects it then)."""
+    try:
+        orientation = slices[0].orientation()
+        normal = np.cross(orientation[:3], orientation[3:])
+        along = np.asarray([float(np.dot(s.position(), normal)) for s in slices])
+    except VolumeError:
+        return None
+    return four_d_split(slices, along)
 
 
 def _series_number(ds: pydicom.Dataset) -> float:
@@ -97,40 +142,44 @@ def _series_number(ds: pydicom.Dataset) -> float:
         return float("inf")
 
 
-def _float_list(ds: pydicom.Dataset, keyword: str, n: int, path: Path) -> np.ndarray:
-    value = ds.get(keyword)
+def _image_size(s: DicomSlice) -> tuple[int, int]:
     try:
-        values = np.asarray([float(v) for v in value], dtype=float)
+        rows, cols = int(s.header.get("Rows", 0) or 0), int(s.header.get("Columns", 0) or 0)
     except (TypeError, ValueError):
-        values = np.empty(0)
-    if values.shape != (n,):
-        raise VolumeError("missing_positions", str(path), f"{keyword} is missing or malformed")
-    return values
+        rows = cols = 0
+    if rows < 1 or cols < 1:
+        raise VolumeError(
+            "truncated", str(s.path), "the header holds no Rows/Columns (file cut short, or not an image)"
+        )
+    return rows, cols
 
 
-def _ordered(series: DicomSeries, headers: list[pydicom.Dataset]):
-    """Check geometry and return (files, headers, spacing_z, direction, origin) ordered along the normal."""
-    first_path = series.files[0]
-    sizes = {(int(h.get("Rows", 0) or 0), int(h.get("Columns", 0) or 0)) for h in headers}
+def _ordered(series: DicomSeries):
+    """Check geometry and return (slices, spacing_z, direction, origin) ordered along the normal."""
+    slices = list(series.slices)
+    sizes = {_image_size(s) for s in slices}
     if len(sizes) > 1:
         raise VolumeError(
             "mixed_slice_sizes",
             str(series.folder),
             f"slices of different sizes in one series: {', '.join(f'{r}x{c}' for r, c in sorted(sizes))}",
         )
-    orientations = [_float_list(h, "ImageOrientationPatient", 6, p) for h, p in zip(headers, series.files)]
-    positions = [_float_list(h, "ImagePositionPatient", 3, p) for h, p in zip(headers, series.files)]
+    orientations = [s.orientation() for s in slices]
+    positions = [s.position() for s in slices]
     if not all(np.allclose(o, orientations[0], atol=_ORIENTATION_TOLERANCE) for o in orientations):
         raise VolumeError("mixed_orientation", str(series.folder), "slices with different ImageOrientationPatient")
     row, col = orientations[0][:3], orientations[0][3:]
     normal = np.cross(row, col)
     along = np.asarray([float(np.dot(p, normal)) for p in positions])
     order = np.argsort(along, kind="stable")
-    along = along[order]
     if len(along) < 2:
-        raise VolumeError("too_few_slices", str(first_path), "a series needs at least 2 slices to be a volume")
-    steps = np.diff(along)
-    if np.any(steps < 1e-4):
+        raise VolumeError("too_few_slices", str(slices[0].path), "a series needs at least 2 slices to be a volume")
+    steps = np.diff(along[order])
+    if np.any(steps < POSITION_TOLERANCE):
+        four_d = four_d_split(slices, along)
+        if four_d is not None:
+            hint = "; build with -o four_d=split for one volume each" if four_d.key else ""
+            raise VolumeError("four_dimensional", str(series.folder), four_d.describe() + hint)
         raise VolumeError("duplicate_positions", str(series.folder), "two slices share one position")
     spacing_z = float(np.median(steps))
     if np.any(np.abs(steps - spacing_z) > SPACING_TOLERANCE * spacing_z):
@@ -141,18 +190,7 @@ def _ordered(series: DicomSeries, headers: list[pydicom.Dataset]):
         )
     # ITK convention: direction columns are the axis directions (x = row, y = column, z = normal).
     direction = np.stack([row, col, normal], axis=1)
-    files = [series.files[i] for i in order]
-    ordered_headers = [headers[i] for i in order]
-    return files, ordered_headers, spacing_z, direction, positions[order[0]]
-
-
-def _pixel_spacing(ds: pydicom.Dataset, path: Path) -> tuple[float, float]:
-    value = ds.get("PixelSpacing")
-    try:
-        row_spacing, col_spacing = (float(v) for v in value)
-    except (TypeError, ValueError):
-        raise VolumeError("missing_spacing", str(path), "PixelSpacing is missing or malformed") from None
-    return row_spacing, col_spacing
+    return [slices[i] for i in order], spacing_z, direction, positions[order[0]]
 
 
 def check_pixel_length(ds: pydicom.Dataset, path: Path) -> None:
@@ -199,20 +237,11 @@ def _name_broken_file(files: list[Path], fallback: str) -> VolumeError:
     return VolumeError("unreadable_dicom", str(files[0].parent), f"SimpleITK could not read the series ({fallback})")
 
 
-def read_dicom_series(series: DicomSeries, limits: VolumeLimits = VolumeLimits()) -> Volume:
-    headers = list(series.headers)
-    files, headers, spacing_z, direction, origin = _ordered(series, headers)
-    first = headers[0]
-    rows, cols = int(first.Rows), int(first.Columns)
-    voxels = rows * cols * len(files)
-    if voxels > limits.max_voxels:
-        raise VolumeError(
-            "too_large", str(series.folder), f"{len(files)}x{rows}x{cols} = {voxels:,} voxels exceeds the limit of {limits.max_voxels:,}"
-        )
-    row_spacing, col_spacing = _pixel_spacing(first, files[0])
-    for ds, path in zip(headers, files):
-        check_pixel_length(ds, path)
-
+def _pixels_with_sitk(series: DicomSeries, slices: list[DicomSlice]) -> np.ndarray:
+    """(D, H, W) float32 through GDCM, which applies slope/intercept; single-frame plain files only."""
+    files = [s.path for s in slices]
+    for s in slices:
+        check_pixel_length(s.header, s.path)
     reader = sitk.ImageSeriesReader()
     reader.SetFileNames([str(p) for p in files])
     reader.SetOutputPixelType(sitk.sitkFloat32)  # GDCM applies slope/intercept into float
@@ -220,9 +249,60 @@ def read_dicom_series(series: DicomSeries, limits: VolumeLimits = VolumeLimits()
         image = reader.Execute()
     except RuntimeError as err:
         raise _name_broken_file(files, itk_message(err, *files)) from None
+    rows, cols = _image_size(slices[0])
     if image.GetSize() != (cols, rows, len(files)):
         raise VolumeError("unreadable_dicom", str(series.folder), f"decoded size {image.GetSize()} != headers {(cols, rows, len(files))}")
-    # Geometry from the checked headers, not from SimpleITK's guess.
+    return sitk.GetArrayFromImage(image).astype(np.float32, copy=False)
+
+
+def _pixels_with_pydicom(slices: list[DicomSlice]) -> np.ndarray:
+    """(D, H, W) float32 decoded by pydicom, rescaled per slice: gzipped files and multi-frame frames."""
+    rows, cols = _image_size(slices[0])
+    out = np.empty((len(slices), rows, cols), dtype=np.float32)
+    decoded: dict[Path, np.ndarray] = {}
+    for k, s in enumerate(slices):
+        if s.path not in decoded:
+            decoded.clear()  # slices of one file are adjacent only for multi-frame files; keep one
+            decoded[s.path] = _decode(s.path)
+        array = decoded[s.path]
+        frames = int(s.header.get("NumberOfFrames", 1) or 1) if s.frame is not None else 1
+        expected = (frames, rows, cols) if s.frame is not None else (rows, cols)
+        if array.shape != expected:
+            raise VolumeError("unreadable_dicom", str(s.path), f"decoded shape {array.shape} != header {expected}")
+        frame = array[s.frame] if s.frame is not None else array
+        slope, intercept = s.rescale()
+        out[k] = frame.astype(np.float32) * np.float32(slope) + np.float32(intercept)
+    return out
+
+
+def _decode(path: Path) -> np.ndarray:
+    ds = read_dataset(path)
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            return ds.pixel_array
+    except Exception as err:  # noqa: BLE001 - any decoder failure names this file
+        first = (str(err).splitlines() or [""])[0]
+        reason = "truncated" if "length" in first.lower() or "no pixel data" in first.lower() else "unreadable_dicom"
+        raise VolumeError(reason, str(path), f"pixel data cannot be decoded ({type(err).__name__}: {first})") from None
+
+
+def read_dicom_series(series: DicomSeries, limits: VolumeLimits = VolumeLimits()) -> Volume:
+    slices, spacing_z, direction, origin = _ordered(series)
+    first = slices[0]
+    rows, cols = _image_size(first)
+    voxels = rows * cols * len(slices)
+    if voxels > limits.max_voxels:
+        raise VolumeError(
+            "too_large", str(series.folder), f"{len(slices)}x{rows}x{cols} = {voxels:,} voxels exceeds the limit of {limits.max_voxels:,}"
+        )
+    row_spacing, col_spacing = first.pixel_spacing()
+    if any(s.frame is not None or is_gzipped(s.path) for s in slices):
+        array = _pixels_with_pydicom(slices)
+    else:
+        array = _pixels_with_sitk(series, slices)
+    image = sitk.GetImageFromArray(array)
+    # Geometry from the checked headers, not from a reader's guess.
     image.SetSpacing((col_spacing, row_spacing, spacing_z))
     image.SetDirection(tuple(direction.flatten()))
     image.SetOrigin(tuple(float(v) for v in origin))
@@ -230,14 +310,18 @@ def read_dicom_series(series: DicomSeries, limits: VolumeLimits = VolumeLimits()
     image = sitk.DICOMOrient(image, CANONICAL_ORIENTATION)
     array = sitk.GetArrayFromImage(image).astype(np.float32, copy=False)
     sx, sy, sz = image.GetSpacing()
+    headers = list(series.headers)
     identifiers = identifiers_of(headers)
+    header = allowed_fields(first.header, identifiers)
+    if series.label:
+        header += (("four_d_volume", series.label),)
     return Volume(
         voxels=array,
         kind="dicom",
         spacing_mm=(sz, sy, sx),
         direction=tuple(image.GetDirection()),
         original_shape=tuple(int(n) for n in array.shape),
-        modality=str(first.get("Modality", "") or "").strip().upper() or None,
+        modality=str(first.header.get("Modality", "") or "").strip().upper() or None,
         acquisition_plane=plane_of(source_direction),
-        header=allowed_fields(first, identifiers),
+        header=header,
     )

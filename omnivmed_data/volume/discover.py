@@ -61,14 +61,19 @@ def find_volume_inputs(root: Path) -> Iterator[VolumeInput | VolumeError]:
             yield VolumeError("empty_folder", str(here), "empty folder")
 
 
-def expand(item: VolumeInput) -> list[VolumeInput]:
-    """A DICOM folder becomes one input per series; other kinds are already one volume."""
+def expand(item: VolumeInput, four_d: str = "reject") -> list[VolumeInput]:
+    """A DICOM folder becomes one input per series; other kinds are already one volume.
+
+    ``four_d="split"`` makes each volume of a 4D series (b-values, temporal positions) an input
+    of its own; by default such a series stays one input, which reading rejects as
+    ``four_dimensional``.
+    """
     if item.kind != "dicom" or item.series is not None:
         return [item]
-    return [VolumeInput("dicom", item.path, s) for s in series_in_folder(item.path)]
+    return [VolumeInput("dicom", item.path, s) for s in series_in_folder(item.path, four_d)]
 
 
-def read_volume(item: VolumeInput, limits: VolumeLimits = VolumeLimits()) -> Volume:
+def read_volume(item: VolumeInput, limits: VolumeLimits = VolumeLimits(), four_d: str = "reject") -> Volume:
     if item.kind == "nifti":
         return read_nifti(item.path, limits)
     if item.kind == "slices":
@@ -76,7 +81,7 @@ def read_volume(item: VolumeInput, limits: VolumeLimits = VolumeLimits()) -> Vol
     if item.kind == "dicom":
         series = item.series
         if series is None:
-            found = series_in_folder(item.path)
+            found = series_in_folder(item.path, four_d)
             if len(found) != 1:
                 raise VolumeError("ambiguous_series", str(item.path), f"folder holds {len(found)} series; expand it first")
             series = found[0]

@@ -27,8 +27,9 @@ import numpy as np
 import pydicom
 import SimpleITK as sitk
 from PIL import Image
-from pydicom.dataset import FileDataset, FileMetaDataset
+from pydicom.dataset import Dataset, FileDataset, FileMetaDataset
 from pydicom.encaps import encapsulate
+from pydicom.sequence import Sequence as DicomSequence
 from pydicom.uid import CTImageStorage, ExplicitVRLittleEndian, generate_uid
 
 PROJECT = Path(__file__).resolve().parents[2]
@@ -327,3 +328,192 @@ def corrupt_nifti_header(src: Path, dest: Path, field: str = "dim0") -> Path:
     data[offset : offset + len(value)] = value
     Path(dest).write_bytes(bytes(data))
     return Path(dest)
+
+
+# --- gzipped files, enhanced multi-frame DICOM, 4D series ----------------------------------------
+
+
+def gzip_files(paths: Sequence[Path], *, keep: bool = False) -> list[Path]:
+    """gzip each file to ``<name>.gz`` beside it (the original removed unless ``keep``); returns the new paths."""
+    out = []
+    for path in paths:
+        path = Path(path)
+        target = path.with_name(path.name + ".gz")
+        target.write_bytes(gzip.compress(path.read_bytes(), mtime=0))
+        if not keep:
+            path.unlink()
+        out.append(target)
+    return out
+
+
+ENHANCED_CT = "1.2.840.10008.5.1.4.1.1.2.1"  # Enhanced CT Image Storage
+ENHANCED_MR = "1.2.840.10008.5.1.4.1.1.4.1"  # Enhanced MR Image Storage
+
+
+@dataclass(frozen=True)
+class EnhancedFile:
+    """What :func:`write_enhanced_dicom` wrote; ``pixels[k]``/``positions[k]`` are those of stored frame k."""
+
+    path: Path
+    positions: tuple[tuple[float, float, float], ...]
+    pixels: tuple[np.ndarray, ...]
+    slope: float
+    intercept: float
+
+    def hu_in_position_order(self, normal: Sequence[float] = (0.0, 0.0, 1.0)) -> np.ndarray:
+        order = sorted(range(len(self.positions)), key=lambda k: float(np.dot(self.positions[k], normal)))
+        return np.stack([self.pixels[k].astype(np.float32) * self.slope + self.intercept for k in order])
+
+
+def write_enhanced_dicom(
+    path: Path,
+    n: int = 5,
+    *,
+    rows: int = 12,
+    cols: int = 10,
+    spacing: float = 2.5,
+    first_z: float = -50.0,
+    pixel_spacing: tuple[float, float] = (0.5, 0.75),
+    orientation: Sequence[float] = AXIAL,
+    frame_order: Sequence[int] | None = None,
+    pixel_fn: PixelFn = default_pixels,
+    slope: float = 1.0,
+    intercept: float = -1024.0,
+    modality: str = "CT",
+    b_values: Sequence[float] | None = None,
+    identifiers: Mapping[str, str] | None = None,
+    per_frame_position: bool = True,
+) -> EnhancedFile:
+    """One enhanced CT (or MR, ``modality="MR"``) file of ``n`` frames, geometry only in the functional groups.
+
+    Frame k shows position index ``frame_order[k]`` (default: the order reversed, so stored order differs
+    from position order): ImagePositionPatient ``(0, 0, first_z + i * spacing)`` rotated into
+    ``orientation``'s normal. Orientation, PixelMeasures (PixelSpacing, SliceThickness,
+    SpacingBetweenSlices) and PixelValueTransformation (slope, intercept) sit in the shared groups;
+    PlanePositionSequence and FrameContentSequence per frame. There is no top-level
+    ImagePositionPatient / ImageOrientationPatient / PixelSpacing, as in real enhanced files.
+    ``b_values`` (one per frame) adds an MRDiffusionSequence per frame, for an enhanced 4D DWI.
+    """
+    order = list(frame_order) if frame_order is not None else list(range(n))[::-1]
+    frames = len(order)
+    row, col = np.asarray(orientation[:3], float), np.asarray(orientation[3:], float)
+    normal = np.cross(row, col)
+    sop_class = ENHANCED_CT if modality == "CT" else ENHANCED_MR
+    meta = FileMetaDataset()
+    meta.MediaStorageSOPClassUID = sop_class
+    meta.MediaStorageSOPInstanceUID = generate_uid()
+    meta.TransferSyntaxUID = ExplicitVRLittleEndian
+    ds = FileDataset(str(path), {}, file_meta=meta, preamble=b"\0" * 128)
+    ds.SOPClassUID = sop_class
+    ds.SOPInstanceUID = meta.MediaStorageSOPInstanceUID
+    ds.StudyInstanceUID = generate_uid()
+    ds.SeriesInstanceUID = generate_uid()
+    ds.FrameOfReferenceUID = generate_uid()
+    ds.Modality = modality
+    ds.SeriesNumber = 1
+    ds.InstanceNumber = 1
+    ds.SeriesDescription = "Synthetic enhanced series"
+    ds.ImageType = ["ORIGINAL", "PRIMARY", "AXIAL", "NONE"]
+    ds.ContentDate, ds.ContentTime, ds.AcquisitionDateTime = "20240101", "120000", "20240101120000"
+    for keyword, value in (identifiers or {}).items():
+        setattr(ds, keyword, value)
+    ds.SamplesPerPixel = 1
+    ds.PhotometricInterpretation = "MONOCHROME2"
+    ds.Rows, ds.Columns = rows, cols
+    ds.BitsAllocated, ds.BitsStored, ds.HighBit, ds.PixelRepresentation = 16, 16, 15, 1
+    ds.NumberOfFrames = frames
+
+    def item(**values) -> Dataset:
+        out = Dataset()
+        for keyword, value in values.items():
+            setattr(out, keyword, value)
+        return out
+
+    shared = item(
+        PlaneOrientationSequence=DicomSequence([item(ImageOrientationPatient=[float(v) for v in orientation])]),
+        PixelMeasuresSequence=DicomSequence(
+            [item(PixelSpacing=[float(v) for v in pixel_spacing], SliceThickness=float(spacing), SpacingBetweenSlices=float(spacing))]
+        ),
+        PixelValueTransformationSequence=DicomSequence(
+            [item(RescaleSlope=slope, RescaleIntercept=intercept, RescaleType="HU" if modality == "CT" else "US")]
+        ),
+    )
+    ds.SharedFunctionalGroupsSequence = DicomSequence([shared])
+    positions, pixels, per_frame = [], [], []
+    for k, i in enumerate(order):
+        position = tuple(float(v) for v in normal * (first_z + i * spacing))
+        positions.append(position)
+        pixels.append(np.asarray(pixel_fn(i, rows, cols)).astype(np.int16))
+        content = item(StackID="1", InStackPositionNumber=int(i) + 1, TemporalPositionIndex=1)
+        groups = item(FrameContentSequence=DicomSequence([content]))
+        if per_frame_position:
+            groups.PlanePositionSequence = DicomSequence([item(ImagePositionPatient=list(position))])
+        if b_values is not None:
+            groups.MRDiffusionSequence = DicomSequence(
+                [item(DiffusionBValue=float(b_values[k]), DiffusionDirectionality="ISOTROPIC")]
+            )
+        per_frame.append(groups)
+    ds.PerFrameFunctionalGroupsSequence = DicomSequence(per_frame)
+    ds.PixelData = np.stack(pixels).tobytes()
+    Path(path).parent.mkdir(parents=True, exist_ok=True)
+    ds.save_as(path, enforce_file_format=True)
+    return EnhancedFile(Path(path), tuple(positions), tuple(pixels), slope, intercept)
+
+
+def _four_d_pixels(v: int) -> PixelFn:
+    def fill(index: int, rows: int, cols: int) -> np.ndarray:
+        array = np.full((rows, cols), 1000 * v + index, dtype=np.int16)
+        array[0, -1] = 7 * v
+        return array
+
+    return fill
+
+
+FOUR_D_TAGS = ("DiffusionBValue", "TemporalPositionIdentifier", "AcquisitionNumber", "siemens_b_value", "none")
+
+
+def write_4d_series(
+    folder: Path,
+    values: Sequence[float] = (0, 500, 1000),
+    slices: int = 4,
+    *,
+    tag: str = "DiffusionBValue",
+    rows: int = 8,
+    cols: int = 8,
+    identifiers: Mapping[str, str] | None = None,
+) -> dict[float, SyntheticSeries]:
+    """A 4D series: one volume of ``slices`` positions per value in ``values``, all in one SeriesInstanceUID.
+
+    ``tag`` says what tells the volumes apart: DiffusionBValue (0018,9087), TemporalPositionIdentifier,
+    AcquisitionNumber, Siemens' private b-value (0019,100C) or nothing at all (``"none"``). Slice j of
+    volume v is filled with ``1000 * v_index + j`` but for
+    its last column of row 0, ``7 * v_index`` (so no two volumes are alike, even once normalised);
+    file names mix the volumes.
+    """
+    series_uid, study_uid, frame_uid = generate_uid(), generate_uid(), generate_uid()
+    written = {}
+    for v, value in enumerate(values):
+        extra = {}
+        if tag in ("DiffusionBValue", "TemporalPositionIdentifier", "AcquisitionNumber"):
+            extra[tag] = float(value) if tag == "DiffusionBValue" else int(value)
+        series = write_dicom_series(
+            folder,
+            slices,
+            rows=rows,
+            cols=cols,
+            modality="MR",
+            series_uid=series_uid,
+            study_uid=study_uid,
+            frame_of_reference_uid=frame_uid,
+            name_fn=lambda i, v=v: f"IM{i:03d}_{v:02d}.dcm",
+            pixel_fn=_four_d_pixels(v),
+            identifiers=identifiers,
+            extra=extra,
+        )
+        if tag == "siemens_b_value":
+            for path in series.files:
+                ds = pydicom.dcmread(path)
+                ds.private_block(0x0019, "SIEMENS MR HEADER", create=True).add_new(0x0C, "IS", str(int(value)))
+                ds.save_as(path, enforce_file_format=True)
+        written[value] = series
+    return written
