@@ -13,13 +13,16 @@ A second run of the demo sends no request: everything is in the cache.
 
 from __future__ import annotations
 
+import time
 from pathlib import Path
+from typing import Callable
 
 from omnivmed.builders import get_builder
 from omnivmed.caption_inputs import builder_source_card, write_caption_inputs
 from omnivmed.surgical_demo import write_demo_tree
 from omnivmed.rejection_sampling.config import AcceptanceRule, CaptionConfig, EndpointConfig, JudgeConfig, SamplingConfig
-from omnivmed.rejection_sampling.run import RunResult, caption_run
+from omnivmed.rejection_sampling.requester import RequestEvent
+from omnivmed.rejection_sampling.run import RunResult, caption_run, format_rate
 from omnivmed.rejection_sampling.server import LocalServer
 
 DEMO_WINDOW_STEP = 8  # two back-to-back windows of 8 frames per generated video
@@ -57,13 +60,56 @@ def prepare_demo_windows(out: Path) -> Path:
     return write_caption_inputs(builder, raw, Path(out) / "windows", step=DEMO_WINDOW_STEP, progress=False).path
 
 
-def run_demo(out: Path, *, limit: int | None = None, progress: bool = False, model=None, **config_options) -> RunResult:
-    """``model``: an already loaded :class:`DemoModel` (loading takes about 20 s)."""
+class RequestLines:
+    """One line per request the demo model answers (each takes seconds on a CPU): which stage, clip and
+    candidate, how many tokens, how long, and the rate so far."""
+
+    def __init__(self, say: Callable[[str], None]):
+        self.say = say
+        self.count = 0
+        self.start: float | None = None
+
+    def __call__(self, event: RequestEvent) -> None:
+        now = time.perf_counter()
+        if self.start is None:
+            self.start = now - event.seconds
+        self.count += 1
+        elapsed = max(now - self.start, 1e-9)
+        if event.failed is not None:
+            what = f"failed: {event.failed.describe()}"
+        else:
+            what = f"{event.completion_tokens} tokens in {event.seconds:.1f} s"
+        self.say(
+            f"  request {self.count}: {event.stage}, clip {event.clip_id[:12]}, candidate {event.candidate}"
+            f"{f', re-ask {event.attempt}' if event.attempt else ''}: {what} ({format_rate(self.count / elapsed)} so far)"
+        )
+
+
+def run_demo(
+    out: Path, *, limit: int | None = None, progress: bool = False, model=None, say: Callable[[str], None] | None = None, **config_options
+) -> RunResult:
+    """``model``: an already loaded :class:`DemoModel` (loading takes about 20 s). ``say`` gets a line
+    when the model is loaded and one per request it answers."""
     from omnivmed.rejection_sampling.demo_model import DemoModel
 
     out = Path(out)
     windows = prepare_demo_windows(out)
-    model = model or DemoModel()
+    if model is None:
+        if say:
+            say("loading the demo model (about 20 s on 2 cores)...")
+        started = time.perf_counter()
+        model = DemoModel()
+        if say:
+            say(f"model loaded in {time.perf_counter() - started:.0f} s; captioning, one line per request (seconds each on a CPU, more while other work shares it)")
     with LocalServer(model.responder) as server:
         config = demo_config(server.base_url, **config_options)
-        return caption_run(windows, out / "captions", config, limit=limit, progress=progress, source_card=builder_source_card)
+        return caption_run(
+            windows,
+            out / "captions",
+            config,
+            limit=limit,
+            progress=progress,
+            source_card=builder_source_card,
+            warn=say or (lambda line: None),
+            on_request=RequestLines(say) if say else None,
+        )

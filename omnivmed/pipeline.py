@@ -155,6 +155,7 @@ def _caption(entry: RecipeEntry, config: PipelineConfig, note: Callable[[str], N
     from omnivmed.builders.surgical import SurgicalVqaBuilder
     from omnivmed.caption_inputs import builder_source_card, write_caption_inputs
     from omnivmed.rejection_sampling.config import default_config, load_config
+    from omnivmed.rejection_sampling.preflight import PreflightError
     from omnivmed.rejection_sampling.run import caption_run
 
     builder = get_builder(spec.windows_of, dict(spec.options))
@@ -164,9 +165,19 @@ def _caption(entry: RecipeEntry, config: PipelineConfig, note: Callable[[str], N
     # The endpoint is a URL (the paper's judges on one server) or a captioning config file.
     settings = load_config(Path(endpoint)) if Path(endpoint).is_file() else default_config(endpoint)
     staged = Path(config.staged_root) / entry.staged
-    outputs = caption_run(windows.path, staged, settings, progress=progress, source_card=builder_source_card).outputs
-    rows = outputs.manifest.rows if outputs is not None else 0
+    try:
+        result = caption_run(
+            windows.path, staged, settings, progress=progress, source_card=builder_source_card, warn=lambda line: note(f"caption: {entry.name}: {line}")
+        )
+    except PreflightError as err:
+        note(f"caption: {entry.name}: {err}; skipped")
+        return
+    outputs = result.outputs
+    # A run that accepted nothing writes no manifest: the mix then lists the entry as missing.
+    rows = outputs.manifest.rows if outputs is not None and outputs.manifest_path is not None else 0
     note(f"caption: {entry.name}: {windows.windows:,} windows, {rows:,} judged captions accepted -> {staged}")
+    for problem in result.problems():
+        note(f"caption: {entry.name}: {problem}")
 
 
 def how_to_get(entry: RecipeEntry, config: PipelineConfig, recipe: Recipe | None = None) -> str:

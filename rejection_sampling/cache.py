@@ -7,7 +7,10 @@ hashes (:attr:`ChatRequest.key`), so a re-run asks only for what is missing.
 
 Only replies are cached. Transport failures (timeouts, refused connections,
 429/5xx after the last retry) are recorded in ``failures`` and asked again by
-the next run. A reply that does not parse *is* a reply (it was paid for), so it
+the next run. Each failure is recorded once: a transport failure once per
+request and run (the next run asks again, and may fail again), a parse
+failure once per reply ever (it is read again by every run, but it is the same
+reply). A reply that does not parse *is* a reply (it was paid for), so it
 is cached like any other; parsing happens when it is read, and the re-ask it
 causes is a new request (next ``attempt``) with its own key.
 """
@@ -22,6 +25,7 @@ from pathlib import Path
 from omnivmed.rejection_sampling.chat_request import ChatRequest
 
 CACHE_NAME = "requests.sqlite"
+PARSE_FAILURE = "parse"  # the kind of a reply that did not parse
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS replies (
@@ -53,6 +57,7 @@ CREATE TABLE IF NOT EXISTS failures (
     detail TEXT NOT NULL,
     tries INTEGER NOT NULL
 );
+CREATE INDEX IF NOT EXISTS failures_by_key ON failures (key);
 """
 
 
@@ -148,12 +153,21 @@ class ReplyCache:
         )
         return self.get(request.key)
 
-    def record_failure(self, run: int, request: ChatRequest, kind: str, detail: str, tries: int) -> None:
+    def record_failure(self, run: int, request: ChatRequest, kind: str, detail: str, tries: int) -> bool:
+        """Record one failure; False when it is already recorded (a parse failure of this reply in any
+        run, another failure of this request in this run)."""
+        if kind == PARSE_FAILURE:
+            seen = self._db.execute("SELECT 1 FROM failures WHERE key = ? AND kind = ?", (request.key, kind)).fetchone()
+        else:
+            seen = self._db.execute("SELECT 1 FROM failures WHERE key = ? AND run = ?", (request.key, run)).fetchone()
+        if seen is not None:
+            return False
         self._db.execute(
             "INSERT INTO failures (run, key, stage, endpoint, clip_id, candidate, attempt, kind, detail, tries) "
             "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
             (run, request.key, request.stage, request.endpoint, request.clip_id, request.candidate, request.attempt, kind, detail, tries),
         )
+        return True
 
     def failures(self, run: int | None = None) -> list[dict]:
         query = "SELECT run, key, stage, endpoint, clip_id, candidate, attempt, kind, detail, tries FROM failures"

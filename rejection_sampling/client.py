@@ -39,9 +39,11 @@ CHAT_PATH = "/chat/completions"
 class TransportFailure(Exception):
     """A request that got no usable reply: ``kind`` (timeout, connection, http_503...) and tries made."""
 
-    def __init__(self, kind: str, detail: str, tries: int):
+    def __init__(self, kind: str, detail: str, tries: int, error_class: str | None = None):
         super().__init__(f"{kind} after {tries} tries: {detail}")
         self.kind, self.detail, self.tries = kind, detail, tries
+        self.error_class = error_class or kind
+        """The exception class under the failure (``ConnectError``, ``ReadTimeout``) or ``HTTP 503``."""
 
 
 @dataclass
@@ -100,7 +102,7 @@ class EndpointClient:
         """The reply body of ``request``; raises :class:`TransportFailure` when every try failed."""
         client = self._open()
         body = request.body()
-        last_kind, last_detail = "connection", ""
+        last_kind, last_detail, last_class = "connection", "", None
         tries = 0
         for retry in range(self.config.max_retries + 1):
             asked = None
@@ -118,16 +120,17 @@ class EndpointClient:
                         options={"timeout": self.config.timeout_s, "headers": {REQUEST_KEY_HEADER: request.key}},
                     )
                     text = raw.text
-                except openai.APITimeoutError:
+                except openai.APITimeoutError as err:
                     last_kind, last_detail = "timeout", f"no reply within {self.config.timeout_s:g} s"
+                    last_class = cause_name(err)
                 except openai.APIConnectionError as err:
-                    last_kind, last_detail = "connection", _describe(err)
+                    last_kind, last_detail, last_class = "connection", _describe(err), cause_name(err)
                 except openai.APIStatusError as err:
                     status = err.status_code
-                    last_kind, last_detail = f"http_{status}", _status_detail(err)
+                    last_kind, last_detail, last_class = f"http_{status}", _status_detail(err), f"HTTP {status}"
                     if status not in RETRYABLE_STATUS and status < 500:
                         self.stats.failures += 1
-                        raise TransportFailure(last_kind, last_detail, tries) from None
+                        raise TransportFailure(last_kind, last_detail, tries, last_class) from None
                     asked = retry_after_s(err.response.headers)
                 else:
                     try:
@@ -136,6 +139,7 @@ class EndpointClient:
                             raise ValueError("no choices")
                     except ValueError as err:
                         last_kind, last_detail = "invalid_body", f"reply body is not a chat completion ({err})"
+                        last_class = "invalid body"
                     else:
                         self.stats.replies += 1
                         return reply
@@ -143,7 +147,13 @@ class EndpointClient:
                 self.stats.retries += 1
                 await asyncio.sleep(self._wait_s(retry, asked))
         self.stats.failures += 1
-        raise TransportFailure(last_kind, last_detail, tries)
+        raise TransportFailure(last_kind, last_detail, tries, last_class)
+
+
+def cause_name(err: Exception) -> str:
+    """The class of the error under an ``openai`` wrapper (``ConnectError``, ``ReadTimeout``...)."""
+    cause = err.__cause__ or err.__context__
+    return type(cause if cause is not None else err).__name__
 
 
 def _describe(err: Exception) -> str:

@@ -11,6 +11,11 @@
   requests.sqlite       the request cache (see cache.py)
 ```
 
+A run that accepted nothing writes every file but the manifest (and an earlier
+run's manifest is removed when the writer opens the folder): a folder without
+a manifest is not staged, so the mix keeps listing the source as missing
+instead of taking a 0-sample output.
+
 Everything except ``run.json`` is a function of the inputs, the config and
 the cache, so the same cache rewrites the same bytes. No file holds an API key:
 configs are recorded through ``CaptionConfig.public()``.
@@ -28,7 +33,7 @@ import pyarrow as pa
 
 from omnivmed.data.fileio import atomic_write_bytes, sha256_file, temporary_name
 from omnivmed.data.manifest import InputFile, Manifest, SourceCard
-from omnivmed.data.output import OutputWriter, Reject
+from omnivmed.data.output import MANIFEST_NAME, REJECTS_NAME, OutputWriter, Reject, reject_counts, write_rejects
 from omnivmed.data.schema import VIDEO_TOKEN, Provenance, Turn, VisualMeta, make_sample
 from omnivmed.rejection_sampling.config import CRITERIA, CaptionConfig
 from omnivmed.rejection_sampling.pipeline import CAPTION_STAGE, STATES, ClipOutcome, judge_stage
@@ -91,6 +96,7 @@ class RunOutputs:
     manifest: Manifest
     summary: dict
     run: dict
+    manifest_path: Path | None = None  # None: nothing accepted, no manifest written (not staged)
 
 
 def _attempt_rows(attempts) -> list[dict]:
@@ -255,6 +261,10 @@ def run_report(requester: Requester, wall_s: float, settings: dict) -> dict:
         "failed": sum(u.failed for u in requester.usage.values()),
         "deferred": sum(u.deferred for u in requester.usage.values()),
         "requests_per_second": requester.requests_per_second(),
+        "failures": [
+            {"endpoint": k.endpoint, "base_url": k.base_url, "kind": k.kind, "error": k.error_class, "requests": n}
+            for k, n in sorted(requester.failures.items(), key=lambda item: (-item[1], item[0].endpoint, item[0].kind))
+        ],
         "settings": settings,
         "wall_s": round(wall_s, 3),
     }
@@ -304,5 +314,12 @@ def write_outputs(
         atomic_write_bytes(out / SUMMARY_NAME, (json.dumps(summary, indent=2, sort_keys=True) + "\n").encode())
         run = run_report(requester, wall_s, config.runtime())
         atomic_write_bytes(out / RUN_NAME, (json.dumps(run, indent=2, sort_keys=True) + "\n").encode())
-        writer.finish(manifest, rejects)
-    return RunOutputs(manifest, summary, run)
+        if writer.rows:
+            writer.finish(manifest, rejects)
+            manifest_path = out / MANIFEST_NAME
+        else:  # nothing accepted: the report of why, but no manifest, so the folder is not staged
+            manifest.shards = writer.close_shards()
+            manifest.rejects = reject_counts(rejects)
+            write_rejects(out / REJECTS_NAME, rejects)
+            manifest_path = None
+    return RunOutputs(manifest, summary, run, manifest_path)

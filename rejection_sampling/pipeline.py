@@ -69,6 +69,7 @@ class Candidate:
     judges: list[JudgeResult] = field(default_factory=list)
     passed: bool = False
     winner: bool = False
+    failure: tuple[str, str, str] | None = None  # (endpoint, kind, error class) of a failed request
 
 
 @dataclass
@@ -78,6 +79,11 @@ class ClipOutcome:
     candidates: list[Candidate]
     winner: Candidate | None = None
     detail: str = ""
+    failure: tuple[str, str, str] | None = None  # a failed clip: (endpoint, kind, error class)
+
+
+def _failure(err: RequestFailed) -> tuple[str, str, str]:
+    return err.endpoint, err.failure.kind, err.failure.error_class
 
 
 def _sampling_for(sampling: SamplingConfig, attempt: int) -> float:
@@ -162,6 +168,7 @@ class CaptionPipeline:
             return candidate
         except RequestFailed as err:
             candidate.state, candidate.error, candidate.attempts = "failed", self.requester.redact(str(err)), err.attempts
+            candidate.failure = _failure(err)
             return candidate
         except Deferred:
             candidate.state = "pending"
@@ -172,6 +179,7 @@ class CaptionPipeline:
             elif isinstance(result, RequestFailed):
                 if candidate.state != "pending":
                     candidate.state, candidate.error = "failed", self.requester.redact(str(result))
+                    candidate.failure = _failure(result)
             elif isinstance(result, BaseException):
                 raise result
             else:
@@ -190,7 +198,7 @@ class CaptionPipeline:
             states = {c.state for c in batch}
             if "failed" in states:
                 failed = next(c for c in batch if c.state == "failed")
-                return ClipOutcome(clip, "failed", candidates, detail=failed.error or "request failed")
+                return ClipOutcome(clip, "failed", candidates, detail=failed.error or "request failed", failure=failed.failure)
             if "pending" in states:
                 return ClipOutcome(clip, "pending", candidates, detail=f"round {round_} waits for replies")
             winner = best([(c.index, [j.scores for j in c.judges]) for c in batch if c.passed])

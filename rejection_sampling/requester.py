@@ -9,8 +9,11 @@ runs and dry runs walk the same clips and build the same requests:
   that depends on it waits (:class:`Deferred`);
 * ``dry_run``: a cache miss is only counted.
 
-Failures are recorded in the cache's ``failures`` table with the run number,
-with every key this run may send redacted from their text. Token usage is
+Failures are recorded in the cache's ``failures`` table with the run number
+(once each, see cache.py), with every key this run may send redacted from
+their text, and counted per endpoint and error class for the console.
+Every request answered by an endpoint (or failed for good) is also reported
+to ``on_request`` as a :class:`RequestEvent`, which is how progress is shown. Token usage is
 summed per stage, split into what this run paid for and what the cache served.
 
 Cache reads and writes run on one helper thread: a commit waits for the disk
@@ -22,12 +25,12 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections import defaultdict
+from collections import Counter, defaultdict
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Callable
 
-from omnivmed.rejection_sampling.cache import CachedReply, ReplyCache
+from omnivmed.rejection_sampling.cache import PARSE_FAILURE, CachedReply, ReplyCache
 from omnivmed.rejection_sampling.chat_request import ChatRequest
 from omnivmed.rejection_sampling.client import EndpointClient, TransportFailure
 from omnivmed.rejection_sampling.prompts import ParseError
@@ -50,9 +53,37 @@ class ParseExhausted(Exception):
 class RequestFailed(Exception):
     """No reply after every retry (recorded; the next run asks again)."""
 
-    def __init__(self, failure: TransportFailure, attempts: list["Attempt"]):
-        super().__init__(str(failure))
-        self.failure, self.attempts = failure, attempts
+    def __init__(self, failure: TransportFailure, attempts: list["Attempt"], endpoint: str = ""):
+        super().__init__(f"{endpoint}: {failure}" if endpoint else str(failure))
+        self.failure, self.attempts, self.endpoint = failure, attempts, endpoint
+
+
+@dataclass(frozen=True)
+class FailureKey:
+    """What a failed request is counted under: the endpoint, where it is, and what went wrong."""
+
+    endpoint: str
+    base_url: str
+    kind: str  # connection, timeout, http_503...
+    error_class: str  # ConnectError, ReadTimeout, HTTP 503...
+
+    def describe(self) -> str:
+        return f"{self.endpoint} at {self.base_url}: {self.kind} ({self.error_class})"
+
+
+@dataclass(frozen=True)
+class RequestEvent:
+    """One request answered by an endpoint (``failed`` None) or failed after every retry."""
+
+    stage: str
+    endpoint: str
+    clip_id: str
+    candidate: int
+    attempt: int
+    seconds: float
+    completion_tokens: int = 0
+    failed: FailureKey | None = None
+    detail: str = ""
 
 
 @dataclass(frozen=True)
@@ -91,6 +122,8 @@ class Requester:
     usage: dict[str, StageUsage] = field(default_factory=lambda: defaultdict(StageUsage))
     first_send: float | None = None
     last_reply: float | None = None
+    on_request: Callable[[RequestEvent], None] | None = None
+    failures: Counter = field(default_factory=Counter)  # FailureKey -> requests failed in this run
     _io: ThreadPoolExecutor = field(default_factory=lambda: ThreadPoolExecutor(max_workers=1, thread_name_prefix="reply-cache"))
 
     async def _db(self, fn, *args):
@@ -116,20 +149,33 @@ class Requester:
             usage.deferred += 1
             self.deferred[request.key] = request
             raise Deferred(request.key)
+        started = time.perf_counter()
         if self.first_send is None:
-            self.first_send = time.perf_counter()
+            self.first_send = started
+        client = self.clients[request.endpoint]
         try:
-            body = await self.clients[request.endpoint].send(request)
+            body = await client.send(request)
         except TransportFailure as failure:
             usage.failed += 1
-            await self._db(self.cache.record_failure, self.run, request, failure.kind, self.redact(failure.detail), failure.tries)
+            detail = self.redact(failure.detail)
+            await self._db(self.cache.record_failure, self.run, request, failure.kind, detail, failure.tries)
+            key = FailureKey(request.endpoint, client.config.base_url, failure.kind, failure.error_class)
+            self.failures[key] += 1
+            self._report(RequestEvent(request.stage, request.endpoint, request.clip_id, request.candidate, request.attempt,
+                                      time.perf_counter() - started, failed=key, detail=detail))
             raise
         reply = await self._db(self.cache.put, request, body)
         self.last_reply = time.perf_counter()
         usage.sent += 1
         usage.prompt_tokens += reply.prompt_tokens
         usage.completion_tokens += reply.completion_tokens
+        self._report(RequestEvent(request.stage, request.endpoint, request.clip_id, request.candidate, request.attempt,
+                                  self.last_reply - started, reply.completion_tokens))
         return reply
+
+    def _report(self, event: RequestEvent) -> None:
+        if self.on_request is not None:
+            self.on_request(event)
 
     async def parsed(self, make: Callable[[int], ChatRequest], parse: Callable[[str], object], parse_retries: int):
         """(value, attempts): ask, parse, re-ask with the next attempt number while replies do not parse."""
@@ -139,12 +185,12 @@ class Requester:
             try:
                 reply = await self.reply(request)
             except TransportFailure as failure:
-                raise RequestFailed(failure, attempts) from None
+                raise RequestFailed(failure, attempts, request.endpoint) from None
             try:
                 value = parse(reply.content)
             except ParseError as err:
                 self.usage[request.stage].unparsed += 1
-                await self._db(self.cache.record_failure, self.run, request, "parse", self.redact(str(err)), 1)
+                await self._db(self.cache.record_failure, self.run, request, PARSE_FAILURE, self.redact(str(err)), 1)
                 attempts.append(Attempt(reply.key, reply.content, reply.prompt_tokens, reply.completion_tokens, reply.finish_reason, str(err)))
                 continue
             attempts.append(Attempt(reply.key, reply.content, reply.prompt_tokens, reply.completion_tokens, reply.finish_reason, None))

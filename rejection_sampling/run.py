@@ -1,13 +1,18 @@
-"""One captioning run, start to end: read the clips, answer every request (cache, endpoint, batch
-file or dry-run count), select, write the outputs. The CLI calls :func:`caption_run` and prints.
+"""One captioning run, start to end: check the endpoints (online runs), read the clips, answer every
+request (cache, endpoint, batch file or dry-run count), select, write the outputs. The CLI calls
+:func:`caption_run` and prints; :meth:`RunResult.problems` says whether the run did its job.
 """
 
 from __future__ import annotations
 
 import asyncio
 import time
+from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Callable
+
+from tqdm import tqdm
 
 from omnivmed.data.output import Reject
 from omnivmed.rejection_sampling.batch import IngestReport, ingest_batch_output, write_batch_files
@@ -17,7 +22,17 @@ from omnivmed.rejection_sampling.clip_inputs import ClipInput, read_clips, windo
 from omnivmed.rejection_sampling.config import CaptionConfig
 from omnivmed.rejection_sampling.outputs import RunOutputs, SourceCardLookup, unknown_source, write_outputs
 from omnivmed.rejection_sampling.pipeline import CaptionPipeline, ClipOutcome
-from omnivmed.rejection_sampling.requester import Requester
+from omnivmed.rejection_sampling.preflight import preflight
+from omnivmed.rejection_sampling.requester import FailureKey, RequestEvent, Requester
+
+TOP_REASONS = 3
+
+
+def format_rate(rps: float) -> str:
+    """Requests per second, readable however slow (a demo model on a CPU answers one every few seconds)."""
+    if rps >= 1:
+        return f"{rps:.1f} requests/s"
+    return f"{rps:.2g} requests/s ({1 / rps:.1f} s per request)" if rps > 0 else "no requests answered"
 
 
 @dataclass(frozen=True)
@@ -37,6 +52,28 @@ class RunResult:
     plan: Plan | None = None
     ingested: list[IngestReport] = field(default_factory=list)
     batch_files: dict[str, Path] = field(default_factory=dict)
+    warnings: list[str] = field(default_factory=list)  # pre-flight: unset key variables, servers without /models
+    failed_requests: Counter = field(default_factory=Counter)  # FailureKey -> requests failed in this run
+    failed_clips: Counter = field(default_factory=Counter)  # FailureKey -> clips failed by it
+
+    def problems(self) -> list[str]:
+        """Why this run did not do its job, one line each (empty: it did). Failed clips, and a run
+        that accepted nothing with no clip left waiting for a batch reply, are problems."""
+        if self.outputs is None:
+            return []  # a dry run
+        summary, lines = self.outputs.summary, []
+        if summary["failed"]:
+            reasons = "; ".join(f"{n} x {key.describe()}" for key, n in self.failed_clips.most_common(TOP_REASONS))
+            lines.append(f"{summary['failed']} of {summary['clips']} clips failed (requests got no reply after every retry): {reasons}")
+        if self.outputs.manifest_path is None and not summary["pending"]:
+            kept_out = Counter(summary["inputs_rejected"])
+            if summary["rejected"]:
+                kept_out["no_passing_candidate"] = summary["rejected"]
+            if summary["failed"]:
+                kept_out["request_failed"] = summary["failed"]
+            reasons = ", ".join(f"{reason} {n}" for reason, n in kept_out.most_common(TOP_REASONS)) or "no windows in the input"
+            lines.append(f"nothing accepted ({reasons}): no manifest written, so this output does not count as staged")
+        return lines
 
 
 def _upper_bound(config: CaptionConfig, outcomes: list[ClipOutcome]) -> int:
@@ -67,16 +104,34 @@ def caption_run(
     cache_path: Path | None = None,
     progress: bool = False,
     source_card: SourceCardLookup = unknown_source,
+    warn: Callable[[str], None] = lambda line: None,
+    on_request: Callable[[RequestEvent], None] | None = None,
+    check_endpoints: bool = True,
 ) -> RunResult:
+    """``warn`` gets pre-flight warnings and, as it happens, the first failure of each endpoint and
+    error; ``on_request`` every request an endpoint answered or failed. An online run first checks
+    every endpoint (:func:`~omnivmed.rejection_sampling.preflight.preflight`): one that is down
+    raises :class:`~omnivmed.rejection_sampling.preflight.PreflightError` before anything is sent or written."""
+    mode = "dry_run" if dry_run else ("batch" if batch_write is not None else "online")
     windows = windows_path(windows)
     out = Path(out)
-    clips, input_rejects = read_clips(windows, limit, require_qa=require_qa)
-    mode = "dry_run" if dry_run else ("batch" if batch_write is not None else "online")
+    clips, input_rejects = read_clips(windows, limit, require_qa=require_qa)  # local mistakes first
+    warnings = preflight(config) if mode == "online" and check_endpoints else []
+    for line in warnings:
+        warn(line)
     with ReplyCache(cache_path or out / CACHE_NAME) as cache:
         run = cache.begin_run(mode)
         ingested = [ingest_batch_output(cache, path, run) for path in batch_ingest]
-        outcomes, requester, wall = asyncio.run(_caption(clips, config, cache, run, mode, progress))
-        result = RunResult(outputs=None, ingested=ingested)
+        hooks = _Hooks(config, warn, on_request, progress)
+        try:
+            outcomes, requester, wall = asyncio.run(_caption(clips, config, cache, run, mode, progress, hooks))
+        finally:
+            hooks.close()
+        result = RunResult(outputs=None, ingested=ingested, warnings=warnings, failed_requests=requester.failures)
+        urls = {e.name: e.base_url for e in config.endpoints()}
+        result.failed_clips = Counter(
+            FailureKey(o.failure[0], urls.get(o.failure[0], "?"), o.failure[1], o.failure[2]) for o in outcomes if o.state == "failed" and o.failure
+        )
         if dry_run:
             usage = requester.usage
             result.plan = Plan(
@@ -95,9 +150,32 @@ def caption_run(
         return result
 
 
-async def _caption(clips: list[ClipInput], config: CaptionConfig, cache: ReplyCache, run: int, mode: str, progress: bool):
+class _Hooks:
+    """What a run shows while it runs: a bar of requests answered, the first failure of each kind."""
+
+    def __init__(self, config: CaptionConfig, warn, on_request, progress: bool):
+        self.warn, self.on_request = warn, on_request
+        self.urls = {e.name: e.base_url for e in config.endpoints()}
+        self.announced: set[tuple[str, str]] = set()
+        self.bar = tqdm(desc="requests", unit="req", disable=not progress, position=1, leave=False)
+
+    def __call__(self, event: RequestEvent) -> None:
+        self.bar.update(1)
+        if event.failed is not None and (event.endpoint, event.failed.kind) not in self.announced:
+            self.announced.add((event.endpoint, event.failed.kind))
+            key = event.failed
+            detail = event.detail if event.detail.startswith(key.error_class) else f"{key.error_class}: {event.detail}"
+            self.warn(f"request failed: {key.endpoint} at {key.base_url}: {key.kind}: {detail} (the next run asks again; further failures are counted)")
+        if self.on_request is not None:
+            self.on_request(event)
+
+    def close(self) -> None:
+        self.bar.close()
+
+
+async def _caption(clips: list[ClipInput], config: CaptionConfig, cache: ReplyCache, run: int, mode: str, progress: bool, hooks=None):
     clients = {e.name: EndpointClient(e) for e in config.endpoints()} if mode == "online" else {}
-    requester = Requester(cache, clients, run, mode, secrets=config.secrets())
+    requester = Requester(cache, clients, run, mode, secrets=config.secrets(), on_request=hooks)
     start = time.perf_counter()
     try:
         outcomes = await CaptionPipeline(config, requester).run(clips, progress=progress)

@@ -90,16 +90,19 @@ def completion_body(body: dict, reply: Reply, number: int) -> dict:
     }
 
 
-_REASONS = {200: "OK", 400: "Bad Request", 404: "Not Found", 408: "Request Timeout", 429: "Too Many Requests", 500: "Internal Server Error", 502: "Bad Gateway", 503: "Service Unavailable"}
+_REASONS = {200: "OK", 400: "Bad Request", 401: "Unauthorized", 404: "Not Found", 408: "Request Timeout", 429: "Too Many Requests", 500: "Internal Server Error", 502: "Bad Gateway", 503: "Service Unavailable"}
 
 
 class LocalServer:
     """Run with ``with LocalServer(responder) as server:``; ``server.base_url`` goes into the config."""
 
-    def __init__(self, responder: Responder, *, host: str = "127.0.0.1", port: int = 0, latency_s: float = 0.0):
+    def __init__(self, responder: Responder, *, host: str = "127.0.0.1", port: int = 0, latency_s: float = 0.0, api_key: str | None = None):
+        """``api_key``: when set, every request without ``Authorization: Bearer <api_key>`` gets 401
+        (what vLLM started with ``--api-key`` does)."""
         if host not in LOOPBACK:
             raise ValueError(f"the local server binds to loopback only, not {host!r}")
         self.responder = responder
+        self.api_key = api_key
         self.host, self.port, self.latency_s = host, port, latency_s
         self.log: list[LogEntry] = []
         self._numbers = itertools.count(1)
@@ -208,6 +211,10 @@ class LocalServer:
 
     async def _route(self, method: str, path: str, headers: dict, raw: bytes, writer) -> bool:
         """Answer one request; False when the connection is to be closed."""
+        if self.api_key is not None and headers.get("authorization") != f"Bearer {self.api_key}":
+            self._record(headers.get(REQUEST_KEY_HEADER.lower()), "http_401")
+            await self._send(writer, 401, {"error": {"message": "invalid API key", "type": "authentication_error"}})
+            return True
         if method == "GET" and path.rstrip("/").endswith("/models"):
             await self._send(writer, 200, {"object": "list", "data": [{"id": "local", "object": "model", "owned_by": "omnivmed"}]})
             return True

@@ -7,11 +7,21 @@ from typing import Annotated, Optional
 
 import typer
 
-from omnivmed.cli.data.common import console, fail, show_progress
+from omnivmed.cli.data.common import console, err_console, fail, show_progress
 
 ProgressOpt = Annotated[
     Optional[bool], typer.Option("--progress/--no-progress", help="Show progress bars (default: when stderr is a terminal).")
 ]
+
+
+def warn(line: str) -> None:
+    err_console.print(f"[yellow]warning:[/] {line}", highlight=False, soft_wrap=True)
+
+
+def rate(rps: float) -> str:
+    from omnivmed.rejection_sampling.run import format_rate
+
+    return format_rate(rps)
 
 
 def _print_result(result, out: Path) -> None:
@@ -28,16 +38,20 @@ def _print_result(result, out: Path) -> None:
         return
     for endpoint, path in result.batch_files.items():
         console.print(f"batch file for {endpoint}: {path} (run it with `vllm run-batch -i {path} -o <output> --model ...`)")
-    summary, run = result.outputs.summary, result.outputs.run
+    outputs = result.outputs
+    summary, run = outputs.summary, outputs.run
+    where = outputs.manifest_path if outputs.manifest_path is not None else f"{out} (no manifest: nothing accepted)"
     console.print(
         f"{summary['clips']} clips: {summary['accepted']} accepted, {summary['rejected']} rejected, "
-        f"{summary['failed']} failed, {summary['pending']} pending ({summary['acceptance']}) -> {out / 'manifest.json'}"
+        f"{summary['failed']} failed, {summary['pending']} pending ({summary['acceptance']}) -> {where}"
     )
     rps = run["requests_per_second"]
     console.print(
         f"this run: {run['sent']} requests sent, {run['cached']} from the cache, {run['failed']} failed, "
-        f"{run['deferred']} deferred" + (f", {rps:.1f} requests/s" if rps else "")
+        f"{run['deferred']} deferred" + (f", {rate(rps)}" if rps else "")
     )
+    for key, n in result.failed_requests.most_common():
+        console.print(f"  failed requests: {n} x {key.describe()}", highlight=False, soft_wrap=True)
     for stage, usage in run["stages"].items():
         console.print(
             f"  {stage}: paid {usage['prompt_tokens']:,} prompt + {usage['completion_tokens']:,} completion tokens, "
@@ -45,6 +59,15 @@ def _print_result(result, out: Path) -> None:
         )
     if summary["failed"]:
         console.print("  failed clips are retried by the next run (failures are recorded, never cached)")
+
+
+def _exit_on_problems(result) -> None:
+    """One rule for every command: failed clips, or nothing accepted, exit 1 with the top reasons."""
+    problems = result.problems()
+    for line in problems[:-1]:
+        err_console.print(f"[bold red]error:[/] {line}", highlight=False, soft_wrap=True)
+    if problems:
+        fail(problems[-1], code=1)
 
 
 def caption(
@@ -78,6 +101,7 @@ def caption(
     from omnivmed.rejection_sampling.clip_inputs import ClipInputError
     from omnivmed.rejection_sampling.config import ConfigError, default_config, load_config
     from omnivmed.caption_inputs import builder_source_card
+    from omnivmed.rejection_sampling.preflight import PreflightError
     from omnivmed.rejection_sampling.run import caption_run
 
     if dry_run and batch_write is not None:
@@ -99,10 +123,14 @@ def caption(
             cache_path=cache,
             progress=show_progress() if progress is None else progress,
             source_card=builder_source_card,
+            warn=warn,
         )
     except (ConfigError, ClipInputError, CacheError) as err:
         fail(str(err), code=2)
+    except PreflightError as err:
+        fail(str(err), code=1)
     _print_result(result, out)
+    _exit_on_problems(result)
 
 
 def caption_demo(
@@ -115,10 +143,19 @@ def caption_demo(
 
     console.print("demo model: SmolLM2-135M-Instruct, text-only; it does not see the frames, its captions and scores mean nothing")
     try:
-        result = run_demo(out, limit=limit, progress=show_progress() if progress is None else progress)
+        result = run_demo(out, limit=limit, progress=show_progress() if progress is None else progress, say=_say)
     except FileNotFoundError as err:
         fail(str(err), code=2)
     _print_result(result, out / "captions")
+    # The demo model's verdicts mean nothing: a demo that accepted no clip is said, not an error.
+    for line in result.problems():
+        if result.outputs.summary["failed"]:
+            fail(line, code=1)
+        warn(line)
+
+
+def _say(line: str) -> None:
+    console.print(line, highlight=False, soft_wrap=True)
 
 
 def register(app: typer.Typer) -> None:
