@@ -64,6 +64,7 @@ class Cholec80VqaBuilder(SurgicalVqaBuilder):
                 f"{raw}: not a Cholec80-VQA copy (expected Cholec80-VQA/{{Classification,Sentence}}/<video>/<frame>.txt "
                 "and cropped_image/<video>/<frame>.png)"
             )
+        self.check_frames_source(raw)
 
     def input_files(self, raw: Path) -> list[Path]:
         root = self.root(raw)

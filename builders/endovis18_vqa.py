@@ -62,6 +62,7 @@ class EndoVis18VqaBuilder(SurgicalVqaBuilder):
                 f"{raw}: not an EndoVis18-VQA copy (expected seq_N/vqa/{{Classification,Sentence}}/<frame>_QA.txt "
                 "and seq_N/left_frames/<frame>.png)"
             )
+        self.check_frames_source(raw)
 
     def input_files(self, raw: Path) -> list[Path]:
         return [s / "vqa" / v for s in self.sequences(raw) for v in self.variants if (s / "vqa" / v).is_dir()]

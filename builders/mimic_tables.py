@@ -12,10 +12,12 @@ from __future__ import annotations
 
 import csv
 import gzip
+import zlib
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from omnivmed.builders.base import LayoutError, Reject
+from omnivmed.data.media import stable_error_text
 
 SPLIT_NAMES = ("mimic-cxr-2.0.0-split.csv.gz", "mimic-cxr-2.0.0-split.csv")
 METADATA_NAMES = ("mimic-cxr-2.0.0-metadata.csv.gz", "mimic-cxr-2.0.0-metadata.csv", "metadata.csv")
@@ -39,8 +41,8 @@ def _rows(path: Path, raw: Path, needed: tuple[str, ...]):
         handle = opener(path, "rt", encoding="utf-8", newline="")
         reader = csv.DictReader(handle)
         header = reader.fieldnames or []
-    except (OSError, UnicodeDecodeError, EOFError) as err:
-        raise LayoutError(f"{rel}: cannot read as CSV ({getattr(err, 'strerror', None) or err})") from None
+    except (OSError, UnicodeDecodeError, EOFError, zlib.error, csv.Error) as err:
+        raise LayoutError(f"{rel}: cannot read as CSV ({getattr(err, 'strerror', None) or stable_error_text(err)})") from None
     missing = [c for c in needed if c not in header]
     if missing:
         handle.close()
@@ -85,8 +87,8 @@ def read_split(path: Path, raw: Path) -> SplitTable:
                     conflicting.add(study)
                 entry.dicoms.append(dicom)
                 image_study[dicom] = study
-        except (csv.Error, OSError, EOFError, UnicodeDecodeError) as err:
-            rejects.append(Reject(rel, "-", "malformed_csv", f"{rel}: cannot read on ({err})"))
+        except (csv.Error, OSError, EOFError, UnicodeDecodeError, zlib.error) as err:
+            rejects.append(Reject(rel, "-", "malformed_csv", f"{rel}: cannot read on ({stable_error_text(err)})"))
     for study in sorted(conflicting):
         rejects.append(Reject(rel, f"s{study}", "conflicting_split", f"study s{study} is listed with different splits or subjects"))
         del studies[study]

@@ -29,6 +29,8 @@ from omnivmed.builders.base import Builder, BuilderItem, LayoutError, SourceInfo
 from omnivmed.builders.vqa2d import (
     parquet_vqa_samples,
     RecordError,
+    check_record_file,
+    parquet_rows,
     closed_if_yes_no,
     load_json_list,
     parquet_files,
@@ -105,6 +107,8 @@ class PathVqaBuilder(Builder):
         if _lxmert_present(raw):
             if not (raw / IMAGE_DIR).is_dir():
                 raise LayoutError(f"{raw}: found pvqa_*.json but not the {IMAGE_DIR}/ folder beside it ({expected})")
+            for _, path, _ in _lxmert_present(raw):
+                check_record_file(path, ("img_id", "sentf", "labelf"), "a JSON array of LXMERT entries (img_id, sentf.pvqa, labelf.pvqa)")
             return
         raise LayoutError(f"{raw}: not a PathVQA copy: {expected}")
 
@@ -119,6 +123,19 @@ class PathVqaBuilder(Builder):
             yield from self._parquet(raw)
         else:
             yield from self._lxmert(raw)
+
+    def estimated_records(self, raw: Path) -> int | None:
+        if parquet_files(raw):
+            return parquet_rows(raw)
+        total = 0
+        for _, path, _ in _lxmert_present(raw):
+            entries, reject = load_json_list(path, raw)
+            for entry in entries or [None]:
+                try:
+                    total += len(_unpack_entry(entry)[1]) if entry is not None else 1
+                except RecordError:
+                    total += 1
+        return total
 
     def _parquet(self, raw: Path) -> Iterator[BuilderItem]:
         yield from parquet_vqa_samples(INFO, raw, MODALITY)
@@ -193,6 +210,9 @@ def _image_path(raw: Path, folder: str, img_id: str) -> str:
     """Path under images/ of an image: the first suffix that exists, else .jpg (then missing_image)."""
     for suffix in IMAGE_SUFFIXES:
         candidate = f"{folder}/{img_id}{suffix}"
-        if (raw / IMAGE_DIR / candidate).is_file():
-            return candidate
+        try:
+            if (raw / IMAGE_DIR / candidate).is_file():
+                return candidate
+        except (OSError, ValueError):  # a name too long or holding NUL: read_image rejects it, naming it
+            break
     return f"{folder}/{img_id}{IMAGE_SUFFIXES[0]}"

@@ -57,6 +57,7 @@ class PsiAvaVqaBuilder(SurgicalVqaBuilder):
     def check_layout(self, raw: Path) -> None:
         if not self.qa_files(raw):
             raise LayoutError(f"{raw}: not a PSI-AVA-VQA copy (expected PSI-AVA-VQA/{{Train,Val}}/C1_location.txt ... and keyframes/)")
+        self.check_frames_source(raw)
 
     def input_files(self, raw: Path) -> list[Path]:
         return [path for _, _, path in self.qa_files(raw)]

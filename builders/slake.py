@@ -24,6 +24,8 @@ from typing import Iterator
 from omnivmed.builders.base import Builder, BuilderItem, DownloadFile, LayoutError, SourceInfo
 from omnivmed.builders.vqa2d import (
     RecordError,
+    check_record_file,
+    json_list_length,
     load_json_list,
     normalise_answer_type,
     reject_from,
@@ -71,6 +73,7 @@ INFO = SourceInfo(
 
 MODALITY_MAP = {"CT": "ct", "MRI": "mri", "X-Ray": "x_ray"}
 LANGUAGE = "en"
+RECORD_KEYS = ("question", "answer", "img_name")  # every question record of the official layout has them
 
 _KEPT_FIELDS = ("img_id", "qid", "q_lang", "location", "modality", "content_type", "base_type", "triple")
 
@@ -105,9 +108,18 @@ class SlakeBuilder(Builder):
             raise LayoutError(f"{raw}: not a SLAKE copy, missing {', '.join(missing)}: {expected}")
         if not (raw / IMAGE_DIR).is_dir():
             raise LayoutError(f"{raw}: found the SLAKE JSON files but not the {IMAGE_DIR}/ folder ({expected})")
+        for _, path in split_files(raw):
+            check_record_file(path, RECORD_KEYS, "a JSON array of SLAKE question records (qid, img_name, question, answer, q_lang, ...)")
 
     def input_files(self, raw: Path) -> list[Path]:
         return [path for _, path in split_files(raw)]
+
+    def estimated_records(self, raw: Path) -> int | None:
+        def chinese(record) -> bool:
+            return isinstance(record, dict) and record.get("q_lang") == "zh"
+
+        counts = [json_list_length(path, chinese) for _, path in split_files(raw)]
+        return None if None in counts else sum(counts)
 
     def generate(self, raw: Path) -> Iterator[BuilderItem]:
         images = ImageCache(raw / IMAGE_DIR)

@@ -20,7 +20,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Iterator
 
-from omnivmed.builders.base import HELD_OUT_FIRST, Builder, BuilderItem, BuilderOption, BuilderOptionError, Reject
+from omnivmed.builders.base import HELD_OUT_FIRST, Builder, BuilderItem, BuilderOption, BuilderOptionError, LayoutError, Reject
 from omnivmed.builders.surgical_vocabularies import Vocabulary
 from omnivmed.builders.volume_samples import relative
 from omnivmed.data.schema import VIDEO_TOKEN, Provenance, SchemaError, Turn, VisualMeta, make_sample
@@ -189,6 +189,20 @@ class SurgicalVqaBuilder(Builder):
         """Task, answer type and class index of the record's answer."""
 
     # -- shared -------------------------------------------------------------------------------
+
+    def check_frames_source(self, raw: Path) -> None:
+        """With ``-o frames=videos``: stop with one line unless the video folder exists and holds files."""
+        if self.options["frames"] != "videos":
+            return
+        folder = raw / self.options["video_dir"]
+        if not folder.is_dir():
+            what = "is a file" if folder.exists() else "does not exist"
+            raise LayoutError(
+                f"{folder}: {what}; -o frames=videos reads the source videos from {self.options['video_dir']}/ under --raw "
+                "(set -o video_dir=... or use -o frames=folders for the frame images)"
+            )
+        if not any(p.is_file() for p in folder.iterdir()):
+            raise LayoutError(f"{folder}: holds no video files; -o frames=videos needs the source videos there")
 
     def video_file(self, raw: Path, video: str) -> Path:
         folder = raw / self.options["video_dir"]

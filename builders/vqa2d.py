@@ -13,8 +13,8 @@ from typing import Iterator
 
 import pyarrow.parquet as pq
 
-from omnivmed.builders.base import Reject, SourceInfo
-from omnivmed.data.media import EncodedImage, MediaError, encode_image_bytes
+from omnivmed.builders.base import LayoutError, Reject, SourceInfo
+from omnivmed.data.media import EncodedImage, MediaError, encode_image_bytes, stable_error_text
 from omnivmed.data.schema import IMAGE_TOKEN, Provenance, Sample, SchemaError, Turn, VisualMeta, make_sample
 
 YES_NO = frozenset({"yes", "no"})
@@ -118,6 +118,52 @@ def load_json(path: Path, raw: Path, expected: type = list) -> tuple[list | dict
     return data, None
 
 
+def check_record_file(path: Path, keys: tuple[str, ...], expected: str) -> None:
+    """Stop with one :class:`LayoutError` when an annotation JSON is empty or in a foreign layout.
+
+    ``keys`` are fields every question record of the expected layout holds;
+    ``expected`` says what the file should be. A file that does not parse is
+    left to the build (it becomes a ``malformed_json`` reject naming the file);
+    a list or a single record-less object is left to the build too. Stopped
+    here: an empty file, a list none of whose first records hold ``keys``
+    (another mirror's layout, e.g. questions grouped per image), and an object
+    grouping such records under image names.
+    """
+    try:
+        text = path.read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError):
+        return  # the build names the file and the reason
+    if not text.strip():
+        raise LayoutError(f"{path}: empty file; expected {expected}")
+    try:
+        data = json.loads(text)
+    except json.JSONDecodeError:
+        return
+    if isinstance(data, list):
+        records = [r for r in data[:50] if isinstance(r, dict)]
+        if records and not any(all(k in r for k in keys) for r in records):
+            found = sorted({k for r in records for k in r})[:8]
+            raise LayoutError(
+                f"{path}: foreign layout: expected {expected}; found records with keys {', '.join(found)} "
+                "(a copy from another mirror? use the official files)"
+            )
+    elif isinstance(data, dict) and data and _holds_nested_records(data, keys):
+        raise LayoutError(
+            f"{path}: foreign layout: expected {expected}; found an object of {len(data)} groups keyed by "
+            f"{next(iter(data))!r}... (questions grouped per image, from another mirror?)"
+        )
+
+
+def _holds_nested_records(data: dict, keys: tuple[str, ...]) -> bool:
+    for value in list(data.values())[:20]:
+        inner = value if isinstance(value, list) else list(value.values()) if isinstance(value, dict) else []
+        if isinstance(value, dict) and any(k in value for k in keys):
+            return True
+        if any(isinstance(r, dict) and any(k in r for k in keys) for r in inner[:20]):
+            return True
+    return False
+
+
 def load_json_list(path: Path, raw: Path) -> tuple[list | None, Reject | None]:
     return load_json(path, raw, list)
 
@@ -132,7 +178,7 @@ def iter_parquet_vqa(path: Path, raw: Path) -> Iterator[tuple[int, dict | None, 
     try:
         parquet = pq.ParquetFile(path)
     except Exception as err:  # pyarrow raises several types for a broken file
-        yield -1, None, Reject(rel, "-", "malformed_parquet", f"{rel}: cannot read parquet ({err})")
+        yield -1, None, Reject(rel, "-", "malformed_parquet", f"{rel}: cannot read parquet ({stable_error_text(err)})")
         return
     missing = {"image", "question", "answer"} - set(parquet.schema_arrow.names)
     if missing:
@@ -148,6 +194,25 @@ def iter_parquet_vqa(path: Path, raw: Path) -> Iterator[tuple[int, dict | None, 
                 encoded = Reject(rel, str(index), err.reason, err.detail)
             yield index, row, encoded
             index += 1
+
+
+def parquet_rows(raw: Path) -> int | None:
+    """Rows of every split parquet from the files' footers (no data read), for a progress bar."""
+    try:
+        return sum(pq.ParquetFile(path).metadata.num_rows for path in parquet_files(raw))
+    except Exception:  # a broken parquet: no total, the build reports the file
+        return None
+
+
+def json_list_length(path: Path, skip=None) -> int | None:
+    """Elements of a JSON array file (those ``skip`` does not drop), for a progress bar; None when unreadable."""
+    try:
+        data = json.loads(Path(path).read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, ValueError):
+        return 1  # the build yields one reject for the file
+    if not isinstance(data, list):
+        return 1
+    return sum(1 for r in data if not (skip and skip(r)))
 
 
 def parquet_split(path: Path) -> str | None:

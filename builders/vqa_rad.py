@@ -25,6 +25,9 @@ from omnivmed.builders.base import Builder, BuilderItem, LayoutError, SourceInfo
 from omnivmed.builders.vqa2d import (
     parquet_vqa_samples,
     RecordError,
+    check_record_file,
+    json_list_length,
+    parquet_rows,
     load_json_list,
     normalise_answer_type,
     parquet_files,
@@ -133,6 +136,11 @@ class VqaRadBuilder(Builder):
         if (raw / JSON_NAME).is_file():
             if not (raw / IMAGE_DIR).is_dir():
                 raise LayoutError(f"{raw}: found '{JSON_NAME}' but not the '{IMAGE_DIR}/' folder beside it")
+            check_record_file(
+                raw / JSON_NAME,
+                ("question", "answer", "image_name"),
+                "a JSON array of VQA-RAD question records (qid, image_name, question, answer, answer_type, ...)",
+            )
             return
         if parquet_files(raw):
             return
@@ -151,6 +159,11 @@ class VqaRadBuilder(Builder):
             yield from self._official(raw)
         else:
             yield from self._parquet(raw)
+
+    def estimated_records(self, raw: Path) -> int | None:
+        if (raw / JSON_NAME).is_file():
+            return json_list_length(raw / JSON_NAME)
+        return parquet_rows(raw)
 
     def _official(self, raw: Path) -> Iterator[BuilderItem]:
         records, reject = load_json_list(raw / JSON_NAME, raw)

@@ -15,7 +15,7 @@ import zipfile
 from pathlib import Path, PurePosixPath
 
 from omnivmed.builders.base import Reject
-from omnivmed.data.media import EncodedImage, MediaError, encode_image_bytes, read_image, resolve_inside
+from omnivmed.data.media import EncodedImage, MediaError, encode_image_bytes, read_image, resolve_inside, stable_error_text
 
 _NUMBER = re.compile(r"(\d+)")
 
@@ -89,5 +89,5 @@ class ZipImageStore:
         try:
             data = zf.read(member)
         except (zipfile.BadZipFile, OSError, EOFError) as err:  # e.g. a CRC error in a damaged archive
-            raise MediaError("unreadable_image", f"{name}: cannot read from the zip ({err})") from None
+            raise MediaError("unreadable_image", f"{name}: cannot read from the zip ({stable_error_text(err)})") from None
         return encode_image_bytes(data, name)

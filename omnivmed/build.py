@@ -4,11 +4,17 @@ It deduplicates builder output (first copy wins; builders yield held-out
 splits first) and hands samples and rejects to the one output writer
 (:mod:`omnivmed.data.output`), which counts, writes shards, ``rejects.jsonl``
 and the manifest. A finished build whose inputs and shards are unchanged is
-not redone.
+not redone. The output folder's lock is held for the whole build, so a second
+build into the same ``--out`` stops with one line before touching anything.
+
+With ``require_rows``, a build that accepted nothing writes its
+``rejects.jsonl`` but no manifest (so nothing downstream takes it for a
+staged source) and raises :class:`NothingBuilt` with the top reasons.
 """
 
 from __future__ import annotations
 
+from collections import Counter
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -17,9 +23,49 @@ from tqdm import tqdm
 from omnivmed.builders.base import Builder
 from omnivmed.data.fileio import sha256_file, sha256_folder
 from omnivmed.data.manifest import InputFile, Manifest, SourceCard, load_intact_manifest
-from omnivmed.data.output import MANIFEST_NAME, OutputWriter, Reject
+from omnivmed.data.output import MANIFEST_NAME, REJECTS_NAME, OutputWriter, Reject, output_lock, write_rejects
 from omnivmed.data.shards import DEFAULT_MAX_SHARD_BYTES
 from omnivmed.data.volume.dicom_privacy import redact_path
+
+
+class NothingBuilt(ValueError):
+    """Inputs were present but no sample was accepted; the message gives the top reasons and counts."""
+
+
+def top_reasons(rejects: list[Reject], limit: int = 3) -> str:
+    """'malformed_json 2 (e.g. train.json: not valid JSON ...); missing_image 1 (...)', most frequent first."""
+    counts = Counter(r.reason for r in rejects)
+    first: dict[str, Reject] = {}
+    for r in rejects:
+        first.setdefault(r.reason, r)
+    parts = [f"{reason} {n:,} (e.g. {first[reason].detail})" for reason, n in sorted(counts.items(), key=lambda kv: (-kv[1], kv[0]))[:limit]]
+    more = len(counts) - limit
+    return "; ".join(parts) + (f"; and {more} more reason(s)" if more > 0 else "")
+
+
+FILE_FAILURES = frozenset({"malformed_json", "malformed_csv", "malformed_parquet", "unreadable_zip"})
+
+
+def failed_files(rejects: list[Reject]) -> list[Reject]:
+    """Rejects of a whole input file, or of its rest from a break on (unreadable, malformed): its records were lost."""
+    return [r for r in rejects if r.record == "-" or r.reason in FILE_FAILURES]
+
+
+def read_rejects(out: Path, manifest: Manifest) -> list[Reject]:
+    """The rejects report of a finished build (empty when it has none or it cannot be read)."""
+    import json
+
+    path = Path(out) / (manifest.rejects_report or REJECTS_NAME)
+    if not manifest.rejects or not path.is_file():
+        return []
+    rejects = []
+    for line in path.read_text(encoding="utf-8").splitlines():
+        try:
+            d = json.loads(line)
+            rejects.append(Reject(str(d["file"]), str(d["record"]), str(d["reason"]), str(d["detail"])))
+        except (ValueError, KeyError, TypeError):
+            continue
+    return rejects
 
 
 @dataclass(frozen=True)
@@ -67,10 +113,23 @@ def build_source(
     max_shard_bytes: int = DEFAULT_MAX_SHARD_BYTES,
     force: bool = False,
     progress: bool = True,
+    require_rows: bool = False,
 ) -> BuildResult:
-    """Build ``raw`` with ``builder`` into ``out``. Raises LayoutError before any work."""
+    """Build ``raw`` with ``builder`` into ``out``. Raises LayoutError before any work.
+
+    Raises :class:`~omnivmed.data.output.OutputBusy` when another process is writing ``out``.
+    """
     raw, out = Path(raw), Path(out)
     builder.check_layout(raw)
+    if out.exists() and not out.is_dir():
+        raise NotADirectoryError(f"{out}: is a file, not a folder; --out must be a folder (or a path that does not exist yet)")
+    with output_lock(out):
+        return _build_locked(builder, raw, out, max_shard_bytes=max_shard_bytes, force=force, progress=progress, require_rows=require_rows)
+
+
+def _build_locked(
+    builder: Builder, raw: Path, out: Path, *, max_shard_bytes: int, force: bool, progress: bool, require_rows: bool
+) -> BuildResult:
     inputs = input_checksums(builder, raw)
     warnings = differences_from_published(builder, inputs)
     manifest_path = out / MANIFEST_NAME
@@ -81,7 +140,7 @@ def build_source(
     duplicates = 0
     rejects: list[Reject] = []
     bar = tqdm(
-        total=builder.estimated_records(raw),
+        total=builder.estimated_records(raw) if progress else None,
         desc=f"build {builder.info.name}",
         unit="rec",
         disable=not progress,
@@ -100,6 +159,11 @@ def build_source(
             seen.add(item.id)
             writer.write(item)
         bar.close()
+        if require_rows and writer.rows == 0:
+            writer.close_shards()
+            write_rejects(out / REJECTS_NAME, rejects)
+            why = top_reasons(rejects) if rejects else f"the inputs hold no {info.name} records"
+            raise NothingBuilt(f"{info.name}: nothing accepted from {raw} ({why}); see {out / REJECTS_NAME}")
         manifest = Manifest(
             name=info.name,
             sources=[SourceCard(info.name, info.homepage, info.license, info.citation)],

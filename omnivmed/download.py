@@ -229,13 +229,46 @@ def download_source(builder: Builder, to: Path, *, progress: bool = True) -> Pat
     if to.is_symlink():
         # An adopted copy: downloading here would write into the user's own folder.
         raise DownloadError(f"{to} links to an adopted copy ({os.readlink(to)}); remove the link to download afresh")
-    if info.downloads:
-        obtained, files = _fetch_direct(info.downloads, to, progress)
-    else:
-        obtained, files = _fetch_hf(info.hf_repo, to, progress)
+    if to.exists() and not to.is_dir():
+        raise DownloadError(f"{to}: is a file, not a folder; remove it or choose another --to")
+    existed = to.exists()
+    try:
+        if info.downloads:
+            obtained, files = _fetch_direct(info.downloads, to, progress)
+        else:
+            obtained, files = _fetch_hf(info.hf_repo, to, progress)
+    except DownloadError as err:
+        if not existed:
+            _remove_empty_tree(to)  # nothing fetched: leave no empty folder for the next download --from or build
+        message = str(err)
+        if "--from" not in message:
+            message += f"; if you have a copy of {info.name} already, pass its folder with --from PATH"
+        raise DownloadError(message) from None
+    except BaseException:
+        if not existed:
+            _remove_empty_tree(to)
+        raise
     builder.check_layout(to)
     write_receipt(to / RECEIPT_NAME, info.name, obtained, files)
     return to
+
+
+def _remove_empty_tree(root: Path) -> None:
+    """Remove ``root`` and the folders below it when none holds a file (a partial download's .part files stay)."""
+    if not root.is_dir() or root.is_symlink():
+        return
+    for empty_part in root.rglob("*.part"):
+        if empty_part.is_file() and empty_part.stat().st_size == 0:
+            empty_part.unlink()
+    for folder in sorted((p for p in root.rglob("*") if p.is_dir() and not p.is_symlink()), key=lambda p: -len(p.parts)):
+        try:
+            folder.rmdir()
+        except OSError:
+            pass
+    try:
+        root.rmdir()
+    except OSError:
+        pass
 
 
 def manual_hint(info: SourceInfo) -> str:

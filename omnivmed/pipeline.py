@@ -16,8 +16,9 @@ from pathlib import Path
 from typing import Callable
 
 from omnivmed.builders import BuilderOptionError, LayoutError, builder_class, get_builder
-from omnivmed.build import build_source
+from omnivmed.build import NothingBuilt, build_source
 from omnivmed.data.manifest import verify_manifest
+from omnivmed.data.output import OutputBusy
 from omnivmed.embedded import EMBEDDED_NAME, mix_embedded
 from omnivmed.data.mix import MixResult, NothingStaged, mix_and_publish, plan_mix
 from omnivmed.data.recipe import Recipe, RecipeEntry, load_recipe
@@ -126,8 +127,9 @@ def _download_and_build(entry: RecipeEntry, config: PipelineConfig, note: Callab
     if not raw.exists():
         return  # reported as missing after planning, with how to get it
     try:
-        result = build_source(builder, raw, staged, progress=progress)
-    except LayoutError as err:
+        # require_rows: a build that accepted nothing writes no manifest, so the source stays "missing".
+        result = build_source(builder, raw, staged, progress=progress, require_rows=True)
+    except (LayoutError, NothingBuilt, OutputBusy, NotADirectoryError) as err:
         note(f"build: {entry.name}: {err}; skipped")
         return
     state = "up to date" if result.reused else "built"

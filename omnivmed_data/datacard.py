@@ -40,7 +40,8 @@ def render_datacard(
     lines = [
         f"# {manifest.name}",
         "",
-        f"{manifest.rows:,} samples in {len(manifest.shards)} Arrow IPC stream shards "
+        f"{manifest.rows:,} sample{'' if manifest.rows == 1 else 's'} in {len(manifest.shards)} Arrow IPC stream "
+        f"shard{'' if len(manifest.shards) == 1 else 's'} "
         f"(schema {manifest.schema_version}, fingerprint `{manifest.schema_fingerprint[:16]}`, "
         f"omnivmed {manifest.tool_version}).",
         "Open them with `pyarrow.ipc.open_stream`, `polars.read_ipc_stream` or "

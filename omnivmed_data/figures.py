@@ -8,6 +8,7 @@ statistics give the same bytes.
 from __future__ import annotations
 
 import io
+import math
 from collections import Counter
 from pathlib import Path
 
@@ -80,7 +81,8 @@ def token_lengths(stats: CardStats) -> Figure:
     ax = figure.subplots()
     values, weights = _unzip(stats.tokens)
     if values:
-        ax.hist(values, weights=weights, bins=min(40, max(1, len(values))), color=_colour(0))
+        ax.hist(values, weights=weights, bins=integer_bins(values), color=_colour(0))
+        _log_if_spread(ax, weights)
     ax.set_xlabel(f"tokens per sample ({stats.tokens_counted_with})", fontsize=8)
     ax.set_ylabel("samples")
     ax.set_title("Conversation length")
@@ -95,13 +97,37 @@ def frames_per_sample(stats: CardStats) -> Figure:
     for i, (kind, counter) in enumerate(sorted(stats.frames.items())):
         values, weights = _unzip(counter)
         ax.bar([v + 0.18 * i for v in values], weights, width=0.18 if len(stats.frames) > 1 else 0.8, label=kind, color=_colour(i))
+    _log_if_spread(ax, [n for counter in stats.frames.values() for n in counter.values()])
     ax.set_xlabel("frames per sample")
-    ax.set_ylabel("samples")
+    ax.set_ylabel("samples" + (" (log scale)" if ax.get_yscale() == "log" else ""))
     ax.set_title("Frames per sample by visual kind")
     if stats.frames:
         ax.legend(fontsize=8, frameon=False)
     figure.tight_layout()
     return figure
+
+
+MAX_BINS = 40
+LOG_SPREAD = 50  # counts that differ by this factor or more go on a log axis
+
+
+def integer_bins(values: list[int], max_bins: int = MAX_BINS) -> list[float]:
+    """Bin edges for integer data: every bin spans the same whole number of integers (no zig-zag).
+
+    Edges sit on half-integers, so each integer falls inside one bin; the width
+    is the smallest whole number that keeps the bins at ``max_bins`` or fewer.
+    """
+    lo, hi = min(values), max(values)
+    width = max(1, math.ceil((hi - lo + 1) / max_bins))
+    count = math.ceil((hi - lo + 1) / width)
+    return [lo - 0.5 + i * width for i in range(count + 1)]
+
+
+def _log_if_spread(ax, counts: list[int]) -> None:
+    """A log count axis when the largest and smallest non-zero counts differ by orders of magnitude."""
+    positive = [n for n in counts if n > 0]
+    if positive and max(positive) >= LOG_SPREAD * min(positive):
+        ax.set_yscale("log")
 
 
 def _unzip(counter: Counter) -> tuple[list[int], list[int]]:

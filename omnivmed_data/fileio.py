@@ -1,10 +1,16 @@
-"""Small file helpers shared by every stage: atomic writes and checksums."""
+"""Small file helpers shared by every stage: atomic writes, checksums and the output-folder lock."""
 
 from __future__ import annotations
 
 import hashlib
+import json
 import os
+import secrets
+import sys
+import threading
+from contextlib import contextmanager
 from pathlib import Path
+from typing import Iterator
 
 _CHUNK = 4 << 20
 
@@ -46,8 +52,13 @@ def fsync_dir(path: Path) -> None:
 
 
 def temporary_name(path: Path) -> Path:
-    """The name a file is written under before its atomic rename."""
-    return path.with_name(f".{path.name}.tmp")
+    """The name a file is written under before its atomic rename: unique to this process and call.
+
+    ``.<name>.<pid>-<random>.tmp``, so two writers never share a temporary
+    (the final name stays the deterministic one); :func:`is_temporary_of`
+    recognises what a crashed run left.
+    """
+    return path.with_name(f".{path.name}.{os.getpid()}-{secrets.token_hex(4)}.tmp")
 
 
 def atomic_write_bytes(path: Path, data: bytes) -> None:
@@ -91,3 +102,101 @@ def read_json_or_yaml(path: Path, error: type[Exception] = ValueError):
         return json.loads(text) if path.suffix == ".json" else yaml.safe_load(text)
     except (json.JSONDecodeError, yaml.YAMLError) as err:
         raise error(f"{path}: not valid {'JSON' if path.suffix == '.json' else 'YAML'} ({str(err).splitlines()[0]})") from None
+
+
+LOCK_NAME = ".omnivmed.lock"
+
+
+class FolderBusy(RuntimeError):
+    """Another live process holds the folder's lock; the message is one line naming its PID and command."""
+
+    def __init__(self, folder: Path, pid: int | None, command: str):
+        who = f"PID {pid}" if pid else "another process"
+        what = f" ({command})" if command else ""
+        super().__init__(f"{folder} is being written by {who}{what}; wait or choose another --out")
+        self.folder = folder
+        self.pid = pid
+        self.command = command
+
+
+_held: dict[str, list] = {}  # realpath -> [fd, depth]; a process re-enters its own lock
+_held_guard = threading.Lock()
+
+
+def _holder(lock_path: Path) -> tuple[int | None, str]:
+    try:
+        data = json.loads(lock_path.read_text(encoding="utf-8") or "{}")
+        return int(data.get("pid") or 0) or None, str(data.get("command") or "")
+    except (OSError, ValueError, TypeError, AttributeError):
+        return None, ""
+
+
+def _command_line() -> str:
+    argv = [Path(sys.argv[0]).name, *sys.argv[1:]] if sys.argv and sys.argv[0] else []
+    return " ".join(argv)[:200]
+
+
+@contextmanager
+def folder_lock(folder: Path, command: str | None = None) -> Iterator[Path]:
+    """Hold ``<folder>/.omnivmed.lock`` for the block: one writer per output folder.
+
+    An advisory ``fcntl.flock`` on the file, so a holder killed by any signal
+    releases it with its last descriptor (a stale lock from a dead PID is
+    simply taken). The file holds the holder's PID and command, for the
+    one-line :class:`FolderBusy` a second writer gets. Re-entrant within a
+    process (build holds it, then its OutputWriter takes it again). The file
+    is removed on release, so a finished folder holds only its outputs.
+    """
+    import fcntl
+
+    folder = Path(folder)
+    folder.mkdir(parents=True, exist_ok=True)
+    key = os.path.realpath(folder)
+    lock_path = folder / LOCK_NAME
+    with _held_guard:
+        if key in _held:
+            _held[key][1] += 1
+            reentered = True
+        else:
+            reentered = False
+    if reentered:
+        try:
+            yield lock_path
+        finally:
+            with _held_guard:
+                _held[key][1] -= 1
+        return
+    while True:
+        fd = os.open(lock_path, os.O_RDWR | os.O_CREAT, 0o644)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError:
+            os.close(fd)
+            pid, cmd = _holder(lock_path)
+            raise FolderBusy(folder, pid, cmd) from None
+        # The holder before us may have removed the file between our open and our flock: retry on the new one.
+        try:
+            same = os.path.samestat(os.fstat(fd), os.stat(lock_path))
+        except FileNotFoundError:
+            same = False
+        if same:
+            break
+        os.close(fd)
+    os.ftruncate(fd, 0)
+    os.write(fd, json.dumps({"pid": os.getpid(), "command": command or _command_line()}).encode())
+    with _held_guard:
+        _held[key] = [fd, 1]
+    try:
+        yield lock_path
+    finally:
+        with _held_guard:
+            _held[key][1] -= 1
+            last = _held[key][1] == 0
+            if last:
+                del _held[key]
+        if last:
+            try:
+                os.unlink(lock_path)
+            except OSError:
+                pass
+            os.close(fd)

@@ -9,6 +9,7 @@ prove it is readable, truncated JPEGs included.
 from __future__ import annotations
 
 import io
+import re
 from collections import OrderedDict
 from dataclasses import dataclass
 from pathlib import Path
@@ -43,6 +44,20 @@ def sniff_format(data: bytes) -> str | None:
     return None
 
 
+_OBJECT_REPR = re.compile(r"\s*<[^<>]*? at 0x[0-9a-fA-F]+>")
+_ADDRESS = re.compile(r"0x[0-9a-fA-F]{6,}")
+
+
+def stable_error_text(err: BaseException) -> str:
+    """An exception's message without object reprs or memory addresses (rejects must be byte-identical across runs).
+
+    PIL says "cannot identify image file <_io.BytesIO object at 0x7f...>"; this gives "cannot identify image file".
+    """
+    text = (str(err).splitlines() or [""])[0]
+    text = _ADDRESS.sub("0x?", _OBJECT_REPR.sub("", text)).strip()
+    return text or type(err).__name__
+
+
 def encode_image_bytes(data: bytes, name: str) -> EncodedImage:
     """Check that ``data`` decodes completely; keep JPEG/PNG bytes as they are."""
     if not data:
@@ -57,7 +72,7 @@ def encode_image_bytes(data: bytes, name: str) -> EncodedImage:
                 img.save(buf, format="PNG")
                 data, fmt = buf.getvalue(), "png"
     except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as err:
-        raise MediaError("unreadable_image", f"{name}: cannot decode image ({err})") from None
+        raise MediaError("unreadable_image", f"{name}: cannot decode image ({stable_error_text(err)})") from None
     return EncodedImage(data=data, format=fmt, height=height, width=width)
 
 
@@ -65,6 +80,8 @@ def resolve_inside(raw: Path, relative: str) -> Path:
     """Join a path from an annotation file to the raw folder, refusing escapes."""
     if not relative or not relative.strip():
         raise MediaError("missing_image", "empty image path")
+    if "\x00" in relative:
+        raise MediaError("path_escapes_raw", f"{relative!r}: image path holds a NUL character")
     candidate = raw / relative
     if Path(relative).is_absolute() or not is_within(raw, candidate):
         raise MediaError("path_escapes_raw", f"{relative}: image path leaves the raw folder {raw}")

@@ -10,8 +10,11 @@ Every stage that produces Samples (build, mix, caption) writes through
   <split>/<split>-NNNNN.arrow the shards (see shards.py)
 ```
 
-Opening a writer clears what an earlier (possibly crashed) run left: the
-manifest first, so a half-cleared folder never looks finished, then every
+Opening a writer takes the folder's lock (:func:`~omnivmed.data.fileio.folder_lock`:
+``<out>/.omnivmed.lock``, held until :meth:`OutputWriter.finish` or the end of
+the ``with`` block), so a second writer into the same folder stops with
+:class:`OutputBusy` before touching anything. It then clears what an earlier
+(possibly crashed) run left: the manifest first, so a half-cleared folder never looks finished, then every
 split folder holding shards or shard temporaries. Nothing else in ``out`` is
 touched (caches, clip folders, a caption run's request cache).
 
@@ -25,17 +28,25 @@ from __future__ import annotations
 import json
 import shutil
 from collections import Counter
+from contextlib import ExitStack
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Iterable
 
-from omnivmed.data.fileio import atomic_write_bytes
+from omnivmed.data.fileio import FolderBusy, atomic_write_bytes, folder_lock
 from omnivmed.data.manifest import COUNT_AXES, Manifest, ShardInfo, SourceCard
 from omnivmed.data.schema import Sample
 from omnivmed.data.shards import DEFAULT_MAX_SHARD_BYTES, ShardWriter
 
 MANIFEST_NAME = "manifest.json"
 REJECTS_NAME = "rejects.jsonl"
+
+OutputBusy = FolderBusy  # another live process is writing the folder (one line: its PID and command)
+
+
+def output_lock(out: Path, command: str | None = None):
+    """Hold ``out``'s writer lock for a whole command (build, mix); OutputWriter inside re-enters it."""
+    return folder_lock(Path(out), command)
 
 
 @dataclass(frozen=True)
@@ -69,8 +80,11 @@ def clear_previous_outputs(out: Path) -> None:
     if not out.is_dir():
         return
     (out / MANIFEST_NAME).unlink(missing_ok=True)
+    for name in (MANIFEST_NAME, REJECTS_NAME):
+        for tmp in out.glob(f".{name}*.tmp"):  # a killed run's atomic-write temporaries
+            tmp.unlink(missing_ok=True)
     for split_dir in sorted(out.iterdir()):
-        if split_dir.is_dir() and (any(split_dir.glob("*.arrow")) or any(split_dir.glob(".*.arrow.tmp"))):
+        if split_dir.is_dir() and (any(split_dir.glob("*.arrow")) or any(split_dir.glob(".*.arrow*.tmp"))):
             shutil.rmtree(split_dir)
 
 
@@ -83,7 +97,15 @@ class OutputWriter:
 
     def __init__(self, out: Path, *, max_shard_bytes: int = DEFAULT_MAX_SHARD_BYTES):
         self.out = Path(out)
-        clear_previous_outputs(self.out)
+        if self.out.exists() and not self.out.is_dir():
+            raise NotADirectoryError(f"{self.out}: is a file, not a folder; choose a folder for --out")
+        self._lock = ExitStack()
+        self._lock.enter_context(folder_lock(self.out))  # raises OutputBusy before anything is touched
+        try:
+            clear_previous_outputs(self.out)
+        except BaseException:
+            self._lock.close()
+            raise
         self.counts: dict[str, Counter] = {axis: Counter() for axis in COUNT_AXES}
         self._shards = ShardWriter(self.out, max_shard_bytes=max_shard_bytes)
         self._closed: list[ShardInfo] | None = None
@@ -92,8 +114,11 @@ class OutputWriter:
         return self
 
     def __exit__(self, exc_type, exc, tb) -> None:
-        if exc_type is not None and self._closed is None:
-            self._shards.abort()
+        try:
+            if exc_type is not None and self._closed is None:
+                self._shards.abort()
+        finally:
+            self._lock.close()
 
     @property
     def rows(self) -> int:
@@ -125,6 +150,7 @@ class OutputWriter:
             manifest.rejects_report = REJECTS_NAME
             write_rejects(self.out / REJECTS_NAME, rejects)
         manifest.save(self.out / MANIFEST_NAME)
+        self._lock.close()
         return manifest
 
 

@@ -102,6 +102,7 @@ def caption(
     from omnivmed.rejection_sampling.config import ConfigError, default_config, load_config
     from omnivmed.caption_inputs import builder_source_card
     from omnivmed.rejection_sampling.preflight import PreflightError
+    from omnivmed.data.output import OutputBusy
     from omnivmed.rejection_sampling.run import caption_run
 
     if dry_run and batch_write is not None:
@@ -125,7 +126,7 @@ def caption(
             source_card=builder_source_card,
             warn=warn,
         )
-    except (ConfigError, ClipInputError, CacheError) as err:
+    except (ConfigError, ClipInputError, CacheError, OutputBusy) as err:
         fail(str(err), code=2)
     except PreflightError as err:
         fail(str(err), code=1)

@@ -8,7 +8,7 @@ from typing import Annotated, Optional
 
 import typer
 
-from omnivmed.cli.data.common import console, fail, show_progress
+from omnivmed.cli.data.common import check_out_folder, console, fail, manifest_file, show_progress
 
 
 class ExportFormat(str, Enum):
@@ -18,7 +18,7 @@ class ExportFormat(str, Enum):
 
 
 def export(
-    manifest: Annotated[Path, typer.Argument(help="A manifest.json written by build, build-embedded or mix.", show_default=False)],
+    manifest: Annotated[Path, typer.Argument(help="A manifest.json written by build, build-embedded or mix, or the folder holding it.", show_default=False)],
     format_: Annotated[
         ExportFormat,
         typer.Option(
@@ -44,6 +44,8 @@ def export(
     from omnivmed.data.export import ExportError, export_manifest
     from omnivmed.data.manifest import ManifestError
 
+    manifest = manifest_file(manifest)
+    check_out_folder(out)
     try:
         result = export_manifest(
             manifest,

@@ -7,12 +7,14 @@ from typing import TYPE_CHECKING, Annotated
 
 import typer
 
-from omnivmed.cli.data.common import console, fail
+from omnivmed.cli.data.common import console, fail, manifest_file
 
 if TYPE_CHECKING:
     from omnivmed.data.manifest import Manifest
 
-ManifestArg = Annotated[Path, typer.Argument(help="A manifest.json written by build, build-embedded or mix.", show_default=False)]
+ManifestArg = Annotated[
+    Path, typer.Argument(help="A manifest.json written by build, build-embedded or mix, or the folder holding it.", show_default=False)
+]
 
 
 def _load(path: Path) -> Manifest:
@@ -28,13 +30,15 @@ def verify(manifest: ManifestArg) -> None:
     """Check every shard of MANIFEST (present, size, sha256, rows, schema); exit 1 naming each bad shard."""
     from omnivmed.data.manifest import verify_manifest
 
+    manifest = manifest_file(manifest)
     loaded = _load(manifest)
     problems = verify_manifest(manifest, loaded)
     if problems:
         for line in problems:
             console.print(f"[red]FAIL[/] {line}", highlight=False, soft_wrap=True)
-        fail(f"{manifest}: {len(problems)} problem(s) in {len(loaded.shards)} shards")
-    console.print(f"OK {manifest}: {len(loaded.shards)} shards, {loaded.rows:,} rows, schema {loaded.schema_version}")
+        fail(f"{manifest}: {len(problems)} problem(s) in {len(loaded.shards)} shard{'' if len(loaded.shards) == 1 else 's'}")
+    shards = f"{len(loaded.shards)} shard{'' if len(loaded.shards) == 1 else 's'}"
+    console.print(f"OK {manifest}: {shards}, {loaded.rows:,} rows, schema {loaded.schema_version}", highlight=False, soft_wrap=True)
 
 
 def stats(
@@ -50,6 +54,7 @@ def stats(
     from omnivmed.data.manifest import COUNT_AXES
     from omnivmed.data.stats import count_by, label_frame
 
+    manifest = manifest_file(manifest)
     loaded = _load(manifest)
     summary = Table(title=f"{loaded.name}: {loaded.rows:,} samples, {len(loaded.shards)} shards")
     summary.add_column("axis")

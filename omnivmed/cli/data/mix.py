@@ -7,7 +7,7 @@ from typing import Annotated, Optional
 
 import typer
 
-from omnivmed.cli.data.common import console, fail, show_progress
+from omnivmed.cli.data.common import check_out_folder, console, fail, show_progress
 
 RecipeArg = Annotated[Path, typer.Argument(help="A recipe YAML (e.g. manifests/omnivmed-instruct.yaml).", show_default=False)]
 StagedOpt = Annotated[Path, typer.Option("--staged", help="Staged root: an entry NAME reads STAGED/NAME/manifest.json.")]
@@ -46,15 +46,24 @@ def mix(
         plan = plan_mix(loaded, staged, skip_missing=skip_missing)
     except (RecipeError, MixError) as err:
         fail(str(err), code=2)
-    target = out or Path("out") / loaded.name
-    result = mix_and_publish(
-        plan,
-        target,
-        manifests_dir=manifests,
-        max_shard_bytes=max_shard_mb << 20,
-        force=force,
-        progress=show_progress() if progress is None else progress,
-    )
+    from omnivmed.data.output import OutputBusy, output_lock
+
+    target = check_out_folder(out or Path("out") / loaded.name)
+    check_out_folder(manifests, "--manifests")
+    try:
+        with output_lock(target):
+            result = mix_and_publish(
+                plan,
+                target,
+                manifests_dir=manifests,
+                max_shard_bytes=max_shard_mb << 20,
+                force=force,
+                progress=show_progress() if progress is None else progress,
+            )
+    except OutputBusy as err:
+        fail(str(err), code=2)
+    except MixError as err:
+        fail(str(err), code=1)
     for p in plan.entries:
         line = f"  {p.entry.name}: {p.taken:,} of {p.available:,} {'/'.join(p.entry.splits)} samples"
         if p.shortfall:
@@ -65,11 +74,13 @@ def mix(
     m = result.manifest
     state = "up to date, nothing rewritten" if result.reused else "mixed"
     console.print(
-        f"{m.name}: {state}: {m.rows:,} samples in {len(m.shards)} shards (seed {m.seed}) -> "
+        f"{m.name}: {state}: {m.rows:,} samples in {len(m.shards)} shard{'' if len(m.shards) == 1 else 's'} (seed {m.seed}) -> "
         f"{result.published_path or result.manifest_path}; data card {target / 'README.md'}",
         highlight=False,
         soft_wrap=True,
     )
+    if m.rows == 0:
+        fail(f"{m.name}: the mix accepted no samples from {len(plan.entries)} staged source(s); check the recipe's counts and filters", code=1)
 
 
 def instruct_dataset(

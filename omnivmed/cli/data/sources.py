@@ -9,7 +9,7 @@ import typer
 
 # Only the registry's names at import: a builder module (and its decoders) loads when a command runs.
 from omnivmed.builders import builder_names
-from omnivmed.cli.data.common import console, fail, show_progress
+from omnivmed.cli.data.common import check_in_folder, check_out_folder, console, fail, show_progress
 
 SourceArg = Annotated[str, typer.Argument(help="Source name: " + ", ".join(builder_names()) + ".", show_default=False)]
 ProgressOpt = Annotated[
@@ -96,11 +96,18 @@ def build(
     option: OptionOpt = None,
     progress: ProgressOpt = None,
 ) -> None:
-    """Build SOURCE from --raw into verified Arrow shards in --out."""
-    from omnivmed.build import build_source
+    """Build SOURCE from --raw into verified Arrow shards in --out.
+
+    Exits 2 on a wrong layout, a busy or misplaced --out; 1 when nothing was accepted
+    or a whole input file could not be read (the rest is kept and reported).
+    """
+    from omnivmed.build import NothingBuilt, failed_files, read_rejects, top_reasons, build_source
     from omnivmed.builders import LayoutError
+    from omnivmed.data.output import OutputBusy
 
     builder = _builder(source, _parse_options(option))
+    check_in_folder(raw, "--raw")
+    check_out_folder(out)
     try:
         result = build_source(
             builder,
@@ -109,21 +116,33 @@ def build(
             max_shard_bytes=max_shard_mb << 20,
             force=force,
             progress=show_progress() if progress is None else progress,
+            require_rows=True,
         )
-    except LayoutError as err:
+    except (LayoutError, OutputBusy, NotADirectoryError) as err:
         fail(str(err), code=2)
+    except NothingBuilt as err:
+        fail(str(err), code=1)
     for warning in result.warnings:
         console.print(f"[yellow]note:[/] {warning}", highlight=False, soft_wrap=True)
     m = result.manifest
     state = "up to date, nothing rebuilt" if result.reused else "built"
     console.print(
-        f"{source}: {state}: {m.rows:,} samples in {len(m.shards)} shards, "
-        f"{m.duplicates_removed:,} duplicates removed, {sum(m.rejects.values()):,} rejected -> {result.manifest_path}"
+        f"{source}: {state}: {m.rows:,} samples in {_shards(len(m.shards))}, "
+        f"{m.duplicates_removed:,} duplicates removed, {sum(m.rejects.values()):,} rejected -> {result.manifest_path}",
+        highlight=False,
+        soft_wrap=True,
     )
     for reason, n in m.rejects.items():
-        console.print(f"  rejected {reason}: {n:,} (see {out / (m.rejects_report or 'rejects.jsonl')})")
+        console.print(f"  rejected {reason}: {n:,} (see {out / (m.rejects_report or 'rejects.jsonl')})", highlight=False, soft_wrap=True)
     for key, n in m.counters.items():
-        console.print(f"  {key.replace('_', ' ')}: {n:,}")
+        console.print(f"  {key.replace('_', ' ')}: {n:,}", highlight=False, soft_wrap=True)
+    lost = failed_files(read_rejects(out, m))
+    if lost:
+        fail(f"{source}: {len(lost)} input file(s) could not be read, their records are missing: {top_reasons(lost)}", code=1)
+
+
+def _shards(n: int) -> str:
+    return f"{n:,} shard" + ("" if n == 1 else "s")
 
 
 def windows(
@@ -139,16 +158,24 @@ def windows(
     from omnivmed.builders.surgical import SurgicalVqaBuilder
     from omnivmed.caption_inputs import write_caption_inputs
 
+    from omnivmed.data.output import OutputBusy, output_lock
+
     builder = _builder(source, _parse_options(option))
     if not isinstance(builder, SurgicalVqaBuilder):
         fail(f"{source} is not a surgical video source; windows come from cholec80_vqa, endovis18_vqa or psiava_vqa", code=2)
+    check_in_folder(raw, "--raw")
+    check_out_folder(out)
     try:
-        result = write_caption_inputs(builder, raw, out, step=step, progress=show_progress() if progress is None else progress)
-    except LayoutError as err:
+        with output_lock(out):
+            result = write_caption_inputs(builder, raw, out, step=step, progress=show_progress() if progress is None else progress)
+    except (LayoutError, OutputBusy) as err:
         fail(str(err), code=2)
-    console.print(f"{source}: {result.windows:,} windows -> {result.path}")
+    console.print(f"{source}: {result.windows:,} windows -> {result.path}", highlight=False, soft_wrap=True)
     for reason, n in result.rejects.items():
-        console.print(f"  rejected {reason}: {n:,} (see {out / 'rejects.jsonl'})")
+        console.print(f"  rejected {reason}: {n:,} (see {out / 'rejects.jsonl'})", highlight=False, soft_wrap=True)
+    if result.windows == 0:
+        reasons = ", ".join(f"{reason} {n:,}" for reason, n in sorted(result.rejects.items(), key=lambda kv: -kv[1])[:3])
+        fail(f"{source}: no windows cut from {raw} ({reasons or 'no QA records with frames found'}); see {out / 'rejects.jsonl'}", code=1)
 
 
 def build_embedded(
