@@ -169,7 +169,7 @@ class Predicting:
                     self.note(f"{benchmark.name}: {missing} questions not in the cache")
                     predictor = predictor.with_base_url(self.demo.base_url(self.note))
             outcome = predictor.predict(requests)
-        else:  # --model DIR: the plug-in point of local generation (raises NotAvailable until it exists)
+        else:  # --model DIR: a trained omnivmed model generating here
             outcome = LocalModelPredictor(Path(o.model)).predict(requests)
         path = save_predictions(self.out, benchmark.name, outcome, records)
         record_run(

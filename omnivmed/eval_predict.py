@@ -38,10 +38,6 @@ MIME = {"jpeg": "image/jpeg", "png": "image/png"}
 BLIND_SYSTEM = "Answer the medical question as briefly as possible."
 
 
-class NotAvailable(EvalInputError):
-    """A predictor this version cannot run yet."""
-
-
 @dataclass(frozen=True)
 class EndpointSettings:
     base_url: str
@@ -225,19 +221,49 @@ class FilePredictor:
 
 
 class LocalModelPredictor:
-    """``--model DIR``: a trained omnivmed model generating in this process (waits for the trainer's inference API)."""
+    """``--model DIR``: a trained omnivmed stage folder generating in this process, greedy, in batches.
+
+    Frames go in exactly as the shards hold them and as training saw them (the
+    trainer's ``Runner``: same VisualSpec, pruning and chat template).
+    """
 
     name = "local"
 
-    def __init__(self, folder: Path):
-        raise NotAvailable(
-            f"--model {folder}: local generation with a trained omnivmed model is not yet available "
-            "(it waits for the trainer's inference API); serve the model behind an OpenAI-compatible endpoint "
-            "and pass --endpoint URL --model NAME"
-        )
+    def __init__(self, folder: Path, *, batch_size: int = 8, max_new_tokens: int = 64, device: str = "auto"):
+        folder = Path(folder)
+        if not (folder / "config.json").is_file():
+            raise EvalInputError(f"--model {folder}: not a trained omnivmed model folder (no config.json); "
+                                 "give OUT/stageN/model, or --endpoint URL --model NAME for a served model")
+        from omnivmed.trainer.inference import Runner, Settings
 
-    def predict(self, requests: Sequence[PredictRequest]) -> PredictOutcome:  # pragma: no cover - never constructed
-        raise NotImplementedError
+        self.runner = Runner.load(folder, device=device)
+        self.settings = Settings(max_new_tokens=max_new_tokens)
+        self.batch_size = batch_size
+
+    def query(self, request: PredictRequest):
+        from omnivmed.trainer.inference import NO_VISUAL, Query, Visual, question_turns
+
+        record = request.record
+        frames = frames_of(record) if record.n_frames else ()
+        visual = Visual(record.visual_kind, tuple(frames), record.frame_format) if frames else NO_VISUAL
+        return Query(question_turns(request.prompt, visual), visual)
+
+    def predict(self, requests: Sequence[PredictRequest]) -> PredictOutcome:
+        from omnivmed.trainer.inference import InputError
+
+        outcome = PredictOutcome(predictions=[])
+        for start in range(0, len(requests), self.batch_size):
+            chunk = requests[start : start + self.batch_size]
+            try:
+                answers = self.runner.generate([self.query(r) for r in chunk], self.settings)
+            except InputError as err:
+                outcome.failures.update({r.record.question_id: str(err) for r in chunk})
+                continue
+            outcome.sent += len(chunk)
+            for request, answer in zip(chunk, answers):
+                record = request.record
+                outcome.predictions.append(Prediction(record.question_id, answer.text.strip(), record.sample_id, request.prompt))
+        return outcome
 
 
 def save_predictions(folder: Path, benchmark: str, outcome: PredictOutcome, order: Sequence[GtRecord]) -> Path:

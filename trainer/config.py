@@ -50,7 +50,7 @@ def option(default=MISSING, doc: str = "", *, factory=MISSING, **meta):
 
 
 def _per_preset(attr: str) -> str:
-    """A default taken from the preset, as --help shows it: "the preset's: tiny 1024, 1.5b 8192, 7b 8192"."""
+    """A default taken from the preset, as --help shows it: "the preset's: tiny 1024, 1.5b 16384, 7b 16384"."""
     values = {name: getattr(make(), attr) for name, make in PRESETS.items()}
     return "the preset's: " + ", ".join(f"{name} {_show(v, 'derived')}" for name, v in values.items())
 
@@ -123,7 +123,21 @@ class DataConfig:
     batch_size: int = option(4, "Samples per rank per micro-step.")
     num_workers: int = option(0, "DataLoader worker processes per rank (decoding and tokenising).")
     max_length: int | None = option(
-        None, "Token limit per sample; longer samples are cut and counted.", shown=_per_preset("max_length")
+        None, "Token limit per sample: visual tokens shrink to leave room for the text (see --max-visual-tokens); "
+        "a text longer than this on its own is cut and counted.", shown=_per_preset("max_length"),
+    )
+    pack: bool = option(
+        True, "Pack a micro-batch's samples into one sequence without padding (per-sample position ids, "
+        "block-diagonal causal attention); --no-pack pads them into rows instead.",
+    )
+    token_budget: int | None = option(
+        None, "Tokens per packed micro-batch (--batch-size still bounds its samples); at least --max-length.",
+        shown=_per_preset("token_budget") + " (and at least max_length)",
+    )
+    max_visual_tokens: int | None = option(
+        None, "Visual tokens kept per sample after pruning; a sample over it (or whose text would not fit beside "
+        "them) is re-encoded with fewer frames, evenly spread and pruned again, then fewer pixels a frame, and "
+        "counted as capped.", shown=_per_preset("max_visual_tokens"),
     )
     max_frames: int | None = option(
         None, "Frames/slices kept (evenly) per volume or video.", shown=_per_preset("max_frames")
@@ -146,6 +160,9 @@ class DataConfig:
     def __post_init__(self):
         if self.batch_size < 1 or self.num_workers < 0:
             raise ConfigError("data.batch_size must be >= 1 and data.num_workers >= 0")
+        for name in ("max_length", "token_budget", "max_visual_tokens"):
+            if getattr(self, name) is not None and getattr(self, name) < 1:
+                raise ConfigError(f"data.{name} must be >= 1, got {getattr(self, name)}")
         if any(w < 0 for w in self.mix.values()):
             raise ConfigError(f"data.mix weights must be >= 0, got {self.mix}")
         if self.prune_normalisation not in ("imagenet", "encoder"):
@@ -238,6 +255,13 @@ class TrainConfig:
         p = self.preset
         d = DataConfig(**{f.name: getattr(self.data, f.name) for f in fields(DataConfig)})
         d.max_length = d.max_length or p.max_length
+        if d.token_budget is not None and d.token_budget < d.max_length:
+            raise ConfigError(
+                f"data.token_budget {d.token_budget} is below data.max_length {d.max_length}: a full-length sample "
+                "would not fit a pack; raise --token-budget or lower --max-length"
+            )
+        d.token_budget = d.token_budget or max(p.token_budget, d.max_length)
+        d.max_visual_tokens = d.max_visual_tokens or p.max_visual_tokens
         d.max_frames = d.max_frames or p.max_frames
         d.max_pixels = d.max_pixels or p.max_pixels
         d.max_sample_pixels = d.max_sample_pixels or d.max_frames * d.max_pixels

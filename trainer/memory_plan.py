@@ -150,11 +150,26 @@ def shapes(preset: str) -> tuple[VisionShape, LlmShape]:
         raise ValueError(f"no shapes for preset {preset!r}: the plan covers {', '.join(SHAPES)}") from None
 
 
-def workload(preset: str, batch_size: int, max_length: int, max_frames: int, max_pixels: int) -> Workload:
-    """A micro-batch of ``batch_size`` full-length samples, each with one pruned clip of ``max_frames`` frames."""
+def workload(
+    preset: str,
+    batch_size: int,
+    max_length: int,
+    max_frames: int,
+    max_pixels: int,
+    *,
+    token_budget: int | None = None,
+    max_visual_tokens: int | None = None,
+) -> Workload:
+    """The largest micro-batch: ``batch_size`` full-length samples (padded), or one full pack of ``token_budget``
+    tokens (packed); each sample with one pruned clip of ``max_frames`` frames, capped at ``max_visual_tokens``."""
     vision, _ = shapes(preset)
     side = int(max_pixels**0.5)
-    return Workload(batch_size * max_length, batch_size * clip_visual_tokens(max_frames, side, vision.patch))
+    clip = clip_visual_tokens(max_frames, side, vision.patch)
+    if max_visual_tokens is not None:
+        clip = min(clip, max_visual_tokens)
+    text = token_budget if token_budget is not None else batch_size * max_length
+    samples = batch_size if token_budget is None else min(batch_size, max(1, token_budget // max_length))
+    return Workload(text, min(text, samples * clip))
 
 
 def format_plan(preset: str, gpus: int, gpu_gib: float, work: Workload) -> str:

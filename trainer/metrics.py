@@ -26,7 +26,7 @@ class Metrics:
         self.enabled = enabled
         self.path = Path(stage_dir) / METRICS_NAME
         self.kept, self.before = Counter(), Counter()
-        self.cut = self.unsupervised = self.samples = 0
+        self.cut = self.capped = self.unsupervised = self.samples = 0
         self._writer = self._bar = None
         self._clock = time.perf_counter()
         if not enabled:
@@ -53,6 +53,7 @@ class Metrics:
             kept.update(s["visual_kept"])
             before.update(s["visual_before"])
             self.cut += s["cut"]
+            self.capped += s.get("capped", 0)
             self.unsupervised += s["unsupervised"]
             self.samples += s["samples"]
         self.kept.update(kept)
@@ -74,6 +75,7 @@ class Metrics:
             for kind, value in ratio.items():
                 self._writer.add_scalar(f"kept_ratio/{kind}", value, step)
             self._writer.add_scalar("data/cut_samples", self.cut, step)
+            self._writer.add_scalar("data/visual_capped_samples", self.capped, step)
             self._writer.add_scalar("data/unsupervised_samples", self.unsupervised, step)
         if self._bar is not None:
             total = kept_ratio(Counter({"all": sum(kept.values())}), Counter({"all": sum(before.values())}))
@@ -82,12 +84,13 @@ class Metrics:
 
     def counters(self) -> dict:
         """What a checkpoint keeps so the summary of a resumed run covers the whole stage."""
-        return {"samples": self.samples, "cut": self.cut, "unsupervised": self.unsupervised,
+        return {"samples": self.samples, "cut": self.cut, "capped": self.capped, "unsupervised": self.unsupervised,
                 "kept": dict(self.kept), "before": dict(self.before)}  # fmt: skip
 
     def restore(self, counters: dict) -> None:
         self.samples = counters.get("samples", 0)
         self.cut = counters.get("cut", 0)
+        self.capped = counters.get("capped", 0)
         self.unsupervised = counters.get("unsupervised", 0)
         self.kept, self.before = Counter(counters.get("kept", {})), Counter(counters.get("before", {}))
 
@@ -95,6 +98,7 @@ class Metrics:
         return {
             "samples": self.samples,
             "cut_by_length": self.cut,
+            "visual_capped": self.capped,
             "no_supervised_token": self.unsupervised,
             "kept_ratio": kept_ratio(self.kept, self.before),
         }

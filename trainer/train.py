@@ -119,7 +119,8 @@ def build_stream(cfg: TrainConfig, model: OmniVMed, runtime: Runtime) -> DataStr
     return DataStream(
         index, ChatEncoder(model.tokenizer, data.max_length), spec, batch_size=data.batch_size,
         partition=Partition(runtime.rank, runtime.world_size), seed=data.seed, mix=data.mix,
-        num_workers=data.num_workers, pad_id=model.tokenizer.pad_token_id,
+        num_workers=data.num_workers, pad_id=model.tokenizer.pad_token_id, pack=data.pack,
+        token_budget=data.token_budget, max_visual_tokens=data.max_visual_tokens,
     )  # fmt: skip
 
 

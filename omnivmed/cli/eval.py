@@ -37,7 +37,7 @@ def _predict_options(parser: argparse.ArgumentParser) -> None:
     group = parser.add_argument_group("predictions (exactly one source)")
     group.add_argument("--predictions", type=Path, help="an answer file: LLaVA-Med's {\"question_id\", \"text\"} lines or predictions.jsonl")
     group.add_argument("--endpoint", help="OpenAI-compatible base URL (e.g. http://127.0.0.1:8000/v1)")
-    group.add_argument("--model", help="with --endpoint: the model name it serves; alone: a trained omnivmed model folder (not yet available)")
+    group.add_argument("--model", help="with --endpoint: the model name it serves; alone: a trained omnivmed model folder (OUT/stageN/model), generating locally")
     group.add_argument("--baseline", choices=("majority", "blind"), help="majority: the train split's most common answer; blind: a text-only LLM without the image (--endpoint, or the offline SmolLM2 demo model)")
     group.add_argument("--prompt", default="llava-med", help="prompt template: plain, llava-med (default), medevalkit, lmms-eval, multimedeval")
     group.add_argument("--max-tokens", type=int, default=128, help="answer length limit (default 128)")

@@ -78,7 +78,10 @@ def print_plan(cfg: TrainConfig) -> None:
 
     data = cfg.resolved_data()
     try:
-        work = workload(cfg.model.preset, data.batch_size, data.max_length, data.max_frames, data.max_pixels)
+        work = workload(
+            cfg.model.preset, data.batch_size, data.max_length, data.max_frames, data.max_pixels,
+            token_budget=data.token_budget if data.pack else None, max_visual_tokens=data.max_visual_tokens,
+        )  # fmt: skip
     except ValueError as err:
         raise ConfigError(f"--dry-run: {err}") from None
     print(format_plan(cfg.model.preset, cfg.run.gpus, cfg.run.gpu_memory, work))

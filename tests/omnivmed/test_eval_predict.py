@@ -11,7 +11,8 @@ from pathlib import Path
 
 import pytest
 
-from omnivmed.eval_predict import BLIND_SYSTEM, EndpointPredictor, EndpointSettings, LocalModelPredictor, NotAvailable
+from omnivmed.eval_predict import BLIND_SYSTEM, EndpointPredictor, EndpointSettings, LocalModelPredictor
+from omnivmed.evaluation.errors import EvalInputError
 from omnivmed.evaluation.benchmarks import get_benchmark, read_ground_truth
 from omnivmed.evaluation.predictions import read_predictions
 from omnivmed.evaluation.predictors import requests_for
@@ -107,9 +108,24 @@ def test_prompt_version_and_frames_are_in_the_cache_key(staged, tmp_path):
     assert moved.chat_request(plain[0]).key == predictor.chat_request(plain[0]).key
 
 
-def test_local_model_is_not_yet_available(tmp_path):
-    with pytest.raises(NotAvailable, match=r"--model .*: local generation with a trained omnivmed model is not yet available"):
-        LocalModelPredictor(tmp_path)
+def test_a_local_model_answers_as_the_trainers_runner_does(staged, tmp_path):
+    from omnivmed.trainer.inference import Runner, Settings
+    from omnivmed.trainer.model.omnivmed import load_model
+    from omnivmed.trainer.model.tiny import write_tiny_base
+
+    base = write_tiny_base(tmp_path / "base")
+    folder = tmp_path / "stage1" / "model"
+    load_model(base / "vision", base / "llm", seed=0).save_pretrained(folder)
+    records, requests = questions(staged, "vqa_rad", 3, "plain")
+    predictor = LocalModelPredictor(folder, batch_size=2, max_new_tokens=4)
+    outcome = predictor.predict(requests)
+    assert not outcome.failures and outcome.sent == 3
+    assert [p.question_id for p in outcome.predictions] == [r.question_id for r in records]
+    direct = Runner.load(folder).generate([predictor.query(r) for r in requests], Settings(max_new_tokens=4))
+    assert [p.text for p in outcome.predictions] == [a.text.strip() for a in direct]
+    assert predictor.query(requests[0]).visual.frames  # the question's image goes in, as the shards hold it
+    with pytest.raises(EvalInputError, match=r"--model .*: not a trained omnivmed model folder \(no config.json\)"):
+        LocalModelPredictor(tmp_path / "nowhere")
 
 
 @pytest.mark.parametrize("seed", [3])

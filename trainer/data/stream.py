@@ -2,8 +2,17 @@
 
 The epoch's global order is recomputed from (seed, epoch), this rank takes
 its equal share, and the DataLoader starts at the samples already seen. A
-DataLoader hands whole batches to its workers in turn and returns them in
-order, so the stream is the same for any number of workers.
+DataLoader hands whole batches (packed: single samples) to its workers in turn
+and returns them in order, so the stream is the same for any number of workers.
+
+Padded: ``batch_size`` examples a micro-batch. Packed (``pack=True``,
+training's default): examples come one at a time, in the rank's order, and
+:func:`packs` closes a micro-batch before an example that would take it over
+``token_budget`` tokens, or at ``batch_size`` examples. Both layouts leave
+out the same remainder of an epoch (fewer than ``batch_size`` samples), so
+with a budget that never binds the packs hold exactly the padded layout's
+batches. A pack depends only on where it starts, so resuming at (epoch, seen)
+rebuilds the same packs.
 """
 
 from __future__ import annotations
@@ -15,7 +24,7 @@ import numpy as np
 import torch
 from torch.utils.data import DataLoader, Dataset
 
-from omnivmed.trainer.data.batch import Batch, collate, make_example
+from omnivmed.trainer.data.batch import Batch, collate, collate_packed, make_example, packs
 from omnivmed.trainer.data.chat import ChatEncoder
 from omnivmed.trainer.data.order import Partition, epoch_order
 from omnivmed.trainer.data.sources import SampleIndex, ShardReader, TrainDataError
@@ -42,8 +51,8 @@ def filter_index(index: SampleIndex, visual_kinds=None, tasks=None) -> SampleInd
 
 
 class _Examples(Dataset):
-    def __init__(self, index: SampleIndex, chat: ChatEncoder, spec: VisualSpec):
-        self.index, self.chat, self.spec = index, chat, spec
+    def __init__(self, index: SampleIndex, chat: ChatEncoder, spec: VisualSpec, max_visual_tokens: int | None = None):
+        self.index, self.chat, self.spec, self.max_visual_tokens = index, chat, spec, max_visual_tokens
         self.reader = ShardReader(index.shards)
 
     def __len__(self) -> int:
@@ -52,7 +61,7 @@ class _Examples(Dataset):
     def __getitem__(self, i: int):
         sample = self.reader.sample(self.index.shard_of[i], self.index.row_of[i])
         try:
-            return make_example(sample, self.chat, self.spec)
+            return make_example(sample, self.chat, self.spec, self.max_visual_tokens)
         except ValueError as err:
             raise TrainDataError(f"{self.index.shards[self.index.shard_of[i]]}: sample {sample.id}: {err}") from None
 
@@ -70,10 +79,18 @@ class DataStream:
         mix: dict[str, float] | None = None,
         num_workers: int = 0,
         pad_id: int,
+        pack: bool = False,
+        token_budget: int | None = None,
+        max_visual_tokens: int | None = None,
     ):
-        self.dataset = _Examples(index, chat, spec)
+        """``pack``: one packed row of at most ``token_budget`` tokens (default: the length limit) and
+        ``batch_size`` samples a micro-batch; else ``batch_size`` padded rows. ``max_visual_tokens``: the
+        per-sample cap (batch.make_example)."""
+        self.dataset = _Examples(index, chat, spec, max_visual_tokens)
         self.batch_size, self.partition, self.seed = batch_size, partition, seed
         self.mix, self.num_workers, self.pad_id = mix or None, num_workers, pad_id
+        self.pack = pack
+        self.token_budget = token_budget or chat.max_length
         self.patch_dim = 3 * spec.patch_size**2
         # A set smaller than one global batch (the embedded stage-1 captions) is cycled to fill one.
         self.epoch_length = max(len(index), batch_size * partition.world_size) if len(index) else 0
@@ -95,6 +112,9 @@ class DataStream:
 
     def batches(self, start: Position) -> Iterator[tuple[Batch, Position]]:
         """Endless batches from ``start``; each comes with the position after it."""
+        if self.pack:
+            yield from self._packed_batches(start)
+            return
         epoch, seen = start.epoch, start.seen
         while True:
             order = self.rank_order(epoch)
@@ -112,5 +132,28 @@ class DataStream:
                 yield batch, Position(epoch, seen)
             epoch, seen = epoch + 1, 0
 
+    def _packed_batches(self, start: Position) -> Iterator[tuple[Batch, Position]]:
+        epoch, seen = start.epoch, start.seen
+        while True:
+            order = self.rank_order(epoch)
+            usable = (len(order) // self.batch_size) * self.batch_size  # the samples the padded layout would use
+            loader = DataLoader(
+                self.dataset,
+                batch_size=None,
+                sampler=order[seen:usable].tolist(),
+                num_workers=self.num_workers,
+                collate_fn=_as_is,
+                generator=torch.Generator().manual_seed(0),
+            )
+            for pack in packs(loader, self.token_budget, self.batch_size):
+                seen += len(pack)
+                yield collate_packed(pack, self.patch_dim), Position(epoch, seen)
+            epoch, seen = epoch + 1, 0
+
     def _collate(self, examples):
         return collate(examples, self.pad_id, self.patch_dim)
+
+
+def _as_is(example):
+    """The DataLoader's per-sample collate: the Example itself (packing happens in the rank's process)."""
+    return example

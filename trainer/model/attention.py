@@ -5,6 +5,12 @@ Tokens of all visual inputs of a batch are packed into one sequence and
 On a GPU with ``flash-attn`` installed, ``flash_attn_varlen_func`` runs
 directly on the packed tokens; elsewhere (CPU, or no flash-attn) SDPA runs
 with a block-diagonal boolean mask built from the same offsets.
+
+The LLM side packs text the same way (samples concatenated, offsets in
+``cu_seqlens``) and runs causally within each sample: :func:`packed_causal_mask`
+is its block-diagonal causal mask for SDPA/eager, and :func:`llm_attention`
+picks the transformers implementation (``flash_attention_2`` takes the
+offsets directly, no mask).
 """
 
 from __future__ import annotations
@@ -28,6 +34,26 @@ def _flash_varlen():
 
 def flash_available() -> bool:
     return torch.cuda.is_available() and _flash_varlen() is not None
+
+
+def llm_attention(impl: str = "auto") -> str:
+    """The transformers ``attn_implementation`` of the LLM for our ``auto | sdpa | flash`` choice.
+
+    ``auto``: flash_attention_2 when CUDA and flash-attn are there (the packed path hands it the offsets), else
+    SDPA (the packed path hands it a block-diagonal causal mask)."""
+    if impl not in IMPLEMENTATIONS:
+        raise ValueError(f"attention implementation {impl!r} is not one of {', '.join(IMPLEMENTATIONS)}")
+    if impl == "flash":
+        if _flash_varlen() is None:
+            raise RuntimeError("attention 'flash' asked for, but flash-attn is not installed")
+        return "flash_attention_2"
+    return "flash_attention_2" if impl == "auto" and flash_available() else "sdpa"
+
+
+def packed_causal_mask(cu_seqlens: torch.Tensor, total: int) -> torch.Tensor:
+    """(total, total) bool, True where key k may be seen by query q: same packed sample and k <= q."""
+    same = block_diagonal_mask(cu_seqlens, total)
+    return same & torch.ones_like(same).tril()
 
 
 def block_diagonal_mask(cu_seqlens: torch.Tensor, total: int) -> torch.Tensor:

@@ -10,6 +10,9 @@ A model folder (a stage's output, or a base made of real checkpoints):
 Visual features replace the embeddings of the pad tokens the chat encoder
 put in the text. The loss is summed over supervised positions only (the
 lm_head runs on those rows, not on the whole (batch, length, vocab) block).
+A batch is padded (rows and a 2D mask) or packed (one row, position ids
+restarting per sample, the samples' offsets: ``_packed_llm``); both give the
+same loss on the same samples.
 """
 
 from __future__ import annotations
@@ -26,12 +29,15 @@ from torch import nn
 
 from omnivmed.data.fileio import fsync_dir
 from omnivmed.trainer.data.chat import IGNORE, IMAGE_PAD, VIDEO_PAD
+from omnivmed.trainer.model.attention import llm_attention, packed_causal_mask
 from omnivmed.trainer.model.projector import Projector
+from omnivmed.trainer.model.remote import add_remote_code
 from omnivmed.trainer.model.rope import default_split
 from omnivmed.trainer.model.vision import RopeVisionEncoder
 
 CONFIG_NAME = "config.json"
 MODEL_TYPE = "omnivmed"
+TRANSFORMERS_KEYS = ("auto_map", "architectures", "transformers_version", "dtype", "torch_dtype")
 
 
 @dataclass(frozen=True)
@@ -55,6 +61,8 @@ class Architecture:
             raise ValueError(f"{path}: not an omnivmed model config ({err})") from None
         if data.pop("model_type", None) != MODEL_TYPE:
             raise ValueError(f"{path}: model_type is not {MODEL_TYPE!r}")
+        for key in TRANSFORMERS_KEYS:  # the remote-code entries (remote.py) and what transformers adds on saving
+            data.pop(key, None)
         try:
             return cls(**{k: tuple(v) if isinstance(v, list) else v for k, v in data.items()})
         except TypeError as err:
@@ -97,13 +105,35 @@ class OmniVMed(nn.Module):
         if int(slots.sum()) != features.shape[0]:
             raise ValueError(f"{int(slots.sum())} visual pad tokens in the text but {features.shape[0]} visual features")
         embeds = embeds.masked_scatter(slots[..., None], features.to(embeds.dtype))
-        hidden = self.llm.base_model(inputs_embeds=embeds, attention_mask=batch.attention_mask, use_cache=False)
+        if getattr(batch, "position_ids", None) is not None:  # packed (1, total): samples never see each other
+            hidden = self._packed_llm(embeds, batch)
+        else:
+            hidden = self.llm.base_model(inputs_embeds=embeds, attention_mask=batch.attention_mask, use_cache=False)
         hidden = hidden.last_hidden_state[:, :-1]
         targets = batch.labels[:, 1:]
         chosen = supervised(batch.labels)
         logits = self.llm.get_output_embeddings()(hidden[chosen]).float()
         loss = F.cross_entropy(logits, targets[chosen], reduction="sum") if logits.shape[0] else logits.sum()
         return loss + ghost, chosen.sum()
+
+    def _packed_llm(self, embeds: torch.Tensor, batch):
+        """The LLM over one packed row: position ids restart at 0 per sample, attention is causal within a sample.
+
+        flash_attention_2 (GPU, flash-attn installed) takes the samples' offsets (flash-attn varlen, no mask);
+        SDPA gets an explicit block-diagonal causal (1, 1, total, total) boolean mask, eager its additive form."""
+        impl = self.llm.config._attn_implementation or "sdpa"
+        if "flash" in impl:
+            cu = batch.cu_seqlens_text.to(device=embeds.device, dtype=torch.int32)
+            longest = int(batch.max_seqlen_text) or int((cu[1:] - cu[:-1]).max())
+            varlen = dict(cu_seq_lens_q=cu, cu_seq_lens_k=cu, max_length_q=longest, max_length_k=longest)
+            return self.llm.base_model(inputs_embeds=embeds, position_ids=batch.position_ids, use_cache=False, **varlen)
+        mask = packed_causal_mask(batch.cu_seqlens_text.to(embeds.device), embeds.shape[1])[None, None]
+        if impl != "sdpa":  # eager and the like add the mask to the scores
+            blocked = torch.finfo(embeds.dtype).min
+            mask = torch.zeros(mask.shape, dtype=embeds.dtype, device=embeds.device).masked_fill(~mask, blocked)
+        return self.llm.base_model(
+            inputs_embeds=embeds, attention_mask=mask, position_ids=batch.position_ids, use_cache=False
+        )
 
     def save_pretrained(self, path: Path, state_dict: dict | None = None) -> None:
         """Write the folder under a temporary name, then rename it into place.
@@ -120,6 +150,7 @@ class OmniVMed(nn.Module):
         self.tokenizer.save_pretrained(tmp / "llm")
         self.projector.save_pretrained(tmp / "projector", state_dict=parts.get("projector"))
         (tmp / CONFIG_NAME).write_text(self.arch.to_json())
+        add_remote_code(tmp)  # modeling_omnivmed.py + auto_map: AutoModel(..., trust_remote_code=True) loads it
         for file in tmp.rglob("*"):
             if file.is_file():
                 with open(file, "rb+") as f:
@@ -178,7 +209,9 @@ def load_model(
         if not (Path(folder) / "config.json").is_file():
             raise FileNotFoundError(f"{folder}: no config.json: not a local {name} checkpoint folder")
     siglip = SiglipVisionModel.from_pretrained(str(vision_dir), dtype=torch.float32)
-    llm = AutoModelForCausalLM.from_pretrained(str(llm_dir), dtype=torch.float32)
+    llm = AutoModelForCausalLM.from_pretrained(
+        str(llm_dir), dtype=torch.float32, attn_implementation=llm_attention(attention)
+    )
     tokenizer = AutoTokenizer.from_pretrained(str(llm_dir))
     if arch is None:
         head_dim = siglip.config.hidden_size // siglip.config.num_attention_heads

@@ -114,7 +114,7 @@ BAD = [
     (["score", "--benchmark", "vqa_rad", "--gt", "{vqa_rad}", "--predictions", "{good}", "--out", "{tmp}/o", "--protocol", "all", "--candidates", "{dict}"], "{dict}: expected a JSON list of answer strings"),
     (["predict", "--benchmark", "vqa_rad", "--gt", "{vqa_rad}", "--predictions", "{good}", "--baseline", "majority", "--out", "{tmp}/o"], "predict from exactly one of"),
     (["predict", "--benchmark", "vqa_rad", "--gt", "{vqa_rad}", "--endpoint", "http://127.0.0.1:9/v1", "--out", "{tmp}/o"], "name the model it serves with --model NAME"),
-    (["predict", "--benchmark", "vqa_rad", "--gt", "{vqa_rad}", "--model", "{tmp}/my-model", "--out", "{tmp}/o"], "--model {tmp}/my-model: local generation with a trained omnivmed model is not yet available"),
+    (["predict", "--benchmark", "vqa_rad", "--gt", "{vqa_rad}", "--model", "{tmp}/my-model", "--out", "{tmp}/o"], "--model {tmp}/my-model: not a trained omnivmed model folder (no config.json)"),
     (["predict", "--benchmark", "vqa_rad", "--gt", "{vqa_rad}", "--baseline", "majority", "--train-gt", "{slake}", "--out", "{tmp}/o"], "{slake}/manifest.json: no vqa_rad train questions"),
     (["predict", "--benchmark", "vqa_rad", "--gt", "{vqa_rad}", "--endpoint", "http://127.0.0.1:9/v1", "--model", "m", "--cache", "{good}", "--out", "{tmp}/o"], "{good}: not a request cache"),
     (["predict", "--benchmark", "vqa_rad,slake", "--gt", "pathvqa={vqa_rad}", "--baseline", "majority", "--out", "{tmp}/o"], "--gt pathvqa="),
