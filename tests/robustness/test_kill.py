@@ -1,4 +1,4 @@
-"""kill -9 at seeded random points of build and mix: a re-run gives byte-identical final outputs.
+"""kill -9 at seeded random points of build, mix and windows: a re-run gives byte-identical final outputs.
 
 Each case runs the command once to completion and keeps the bytes of every
 file it wrote, then, in the same place, starts it again from nothing, kills
@@ -80,3 +80,12 @@ def test_mix_killed_at_random_points_remixes_the_same_bytes(tmp_path):
     out, manifests = tmp_path / "out", tmp_path / "manifests"
     args = ["mix", str(recipe), "--staged", str(staged), "--out", str(out), "--manifests", str(manifests), "--no-progress", "--max-shard-mb", "1"]
     kill_then_rerun_matches(args, [out, manifests], range(3))
+
+
+def test_windows_killed_at_random_points_cuts_the_same_bytes(tmp_path):
+    from omnivmed.surgical_demo import write_demo_tree
+
+    raw = write_demo_tree(tmp_path / "raw" / "cholec80_vqa")
+    out = tmp_path / "windows"
+    args = ["windows", "cholec80_vqa", "--raw", str(raw), "--out", str(out), "--step", "5", "-o", "short_side=0", "--no-progress"]
+    kill_then_rerun_matches(args, [out], range(3))
