@@ -138,7 +138,6 @@ def test_prompts_are_picked_by_a_hash_of_the_path(built):
     assert report_prompt("ct_case/000006/A.npy") == report_prompt("M3D_Cap/ct_case/000006/A.npy")
     used = {report_prompt(f"ct_case/{n:06d}/Axial.npy") for n in range(200)}
     assert used == set(REPORT_PROMPTS)
-    assert len(set(REPORT_PROMPTS)) == len(REPORT_PROMPTS) >= 5
 
 
 def test_slice_folders_become_32_frames_of_256_by_the_m3d_preset(built, tree):

@@ -222,10 +222,13 @@ def planted_strings() -> list[bytes]:
 def test_planted_identifiers_never_reach_shards_manifests_or_rejects(tmp_path):
     raw = tmp_path / "raw"
     folder = plant_identifiers(raw)
-    # A second copy with one file cut short: its reject must not carry the UIDs either.
+    # A second copy (four slices: enough for a series) with one file cut short: its reject must
+    # not carry the UIDs either.
     broken = raw / "second" / PLANTED["StudyInstanceUID"]
-    shutil.copytree(folder, broken)
-    victim = sorted(broken.iterdir())[5]
+    broken.mkdir(parents=True)
+    for path in sorted(folder.iterdir())[:4]:
+        shutil.copyfile(path, broken / path.name)
+    victim = sorted(broken.iterdir())[2]
     victim.write_bytes(victim.read_bytes()[: victim.stat().st_size // 2])
     assert pydicom.dcmread(folder / f"{SOP_PREFIX}00.dcm").PatientID == PLANTED["PatientID"]
 

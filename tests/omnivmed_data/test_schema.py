@@ -1,3 +1,5 @@
+import json
+
 import pyarrow as pa
 import pytest
 
@@ -24,10 +26,20 @@ def sample(**overrides):
     return make_sample(**args)
 
 
-def test_vocabularies_have_the_papers_sizes():
-    assert len(schema.MODALITIES) == 14 and len(set(schema.MODALITIES)) == 14
-    assert len(schema.TASKS) == 11 and len(set(schema.TASKS)) == 11
-    assert schema.UNSPECIFIED_MODALITY not in schema.MODALITIES
+def test_the_published_vocabularies_are_the_ones_enforced():
+    vocab = json.loads(schema.vocabulary_json())  # what the data card and the trainer read
+    assert len(set(vocab["modalities"])) == 14 and len(set(vocab["tasks"])) == 11  # the paper's sizes
+    # every published word is accepted (make_sample raises on any other)...
+    for modality in [*vocab["modalities"], vocab["unspecified_modality"]]:
+        sample(modality=modality)
+    for task in vocab["tasks"]:
+        sample(task=task)
+    for split in vocab["splits"]:
+        sample(split=split)
+    # ...and spellings a source might use instead are refused
+    for field, near_miss in (("modality", "CT"), ("modality", "x-ray"), ("task", "VQA"), ("split", "valid")):
+        with pytest.raises(SchemaError, match=field):
+            sample(**{field: near_miss})
 
 
 def test_id_is_content_derived_and_ignores_split_and_provenance():
@@ -60,12 +72,17 @@ def test_contract_violations_are_refused(overrides, message):
 
 
 def test_multi_image_needs_one_placeholder_per_image():
-    ok = sample(
-        visual_kind="multi_image",
-        frames=[b"\xff\xd8\xff1", b"\xff\xd8\xff2"],
-        conversations=[Turn("user", "<image><image>\ncompare"), Turn("assistant", "same")],
-    )
-    assert len(ok.frames) == 2
+    two = [b"\xff\xd8\xff1", b"\xff\xd8\xff2"]
+    ok = sample(visual_kind="multi_image", frames=two, conversations=[Turn("user", "<image><image>\ncompare"), Turn("assistant", "same")])
+    # the frame order is part of what the sample is
+    swapped = sample(visual_kind="multi_image", frames=two[::-1], conversations=ok.conversations)
+    assert ok.id != swapped.id
+    with pytest.raises(SchemaError, match="1 <image> placeholders for 2 visual inputs"):
+        sample(visual_kind="multi_image", frames=two, conversations=[Turn("user", "<image>\ncompare"), Turn("assistant", "same")])
+    # a video or a volume is one visual input, whatever its frame count
+    sample(visual_kind="video", frames=two * 4, conversations=[Turn("user", "<video>\nwhich phase?"), Turn("assistant", "dissection")])
+    with pytest.raises(SchemaError, match="0 <video> placeholders for 1 visual inputs"):
+        sample(visual_kind="video", frames=two, conversations=[Turn("user", "<image>\nwhich phase?"), Turn("assistant", "dissection")])
 
 
 def test_row_round_trip_through_arrow():

@@ -36,7 +36,16 @@ def config_file(path: Path, base_url: str) -> Path:
     return path
 
 
-@pytest.mark.parametrize("seed", [5, 11])
+def settle(server: LocalServer, quiet_s: float = 0.5) -> None:
+    """Wait until the server's log stops growing (its handlers answer with a latency)."""
+    seen = -1
+    while seen != len(server.log):
+        seen = len(server.log)
+        time.sleep(quiet_s)
+
+
+# Two kill points; the second, like the first, spawns a captioning process (~5 s): the fast set keeps one.
+@pytest.mark.parametrize("seed", [5, pytest.param(11, marks=pytest.mark.slow)])
 def test_killed_run_resumes_without_repeats(windows, tmp_path, seed):
     out = tmp_path / "out"
     script = Script()
@@ -51,6 +60,7 @@ def test_killed_run_resumes_without_repeats(windows, tmp_path, seed):
         process.send_signal(signal.SIGKILL)
         process.wait()
         assert process.returncode == -signal.SIGKILL, process.stderr.read().decode()[-2000:]
+        settle(server)  # requests of the killed run still being answered are logged as theirs, not the re-run's
         first = server.keys()
         assert len(first) >= kill_after
         with ReplyCache(out / "requests.sqlite") as cache:
@@ -59,11 +69,14 @@ def test_killed_run_resumes_without_repeats(windows, tmp_path, seed):
         assert len(set(first) - received) <= 4 * 3  # at most what was in flight when the run died
 
         before = len(server.log)
-        result = caption_run(windows, out, caption_config(server.base_url))
+        # A long timeout: on a loaded machine (make test-fast runs on every core) a 5 s timeout would
+        # re-ask a slow reply, which is right, but is not what is counted here.
+        result = caption_run(windows, out, caption_config(server.base_url, timeout_s=120.0))
         second = server.keys(None)[before:]
         assert second  # the kill came mid-run: there was work left
         assert not set(second) & received  # zero repeats of replies already received
-        assert len(second) == len(set(second))  # and nothing asked twice within the re-run
+        twice = [(e.key[:12], e.outcome) for e in server.log[before:] if second.count(e.key) > 1]
+        assert not twice, twice  # and nothing asked twice within the re-run
         summary = result.outputs.summary
         assert summary["accepted"] + summary["rejected"] == summary["clips"] == 10
 

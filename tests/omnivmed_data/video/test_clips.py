@@ -266,22 +266,35 @@ def source_frames(video, indices):
         return source.read(indices)
 
 
-def test_the_frame_pool_works_in_a_forked_child(video):
+FORK_SCRIPT = """
+import multiprocessing, sys
+from omnivmed.data.video import ClipMaker, ClipSpec, VideoFrames
+
+def clip_in(path, anchor):
+    with VideoFrames(path) as source:
+        return ClipMaker(ClipSpec(length=3)).clip(source, anchor)
+
+if __name__ == "__main__":
+    parent = clip_in(sys.argv[1], 30)  # the parent's pool exists now
+    with multiprocessing.get_context("fork").Pool(1) as pool:
+        child = pool.apply_async(clip_in, (sys.argv[1], 30)).get(timeout=30)
+    assert child == parent
+    print("same clip")
+"""
+
+
+def test_the_frame_pool_works_in_a_forked_child(video, tmp_path):
     import multiprocessing
+    import subprocess
+    import sys
 
     if "fork" not in multiprocessing.get_all_start_methods():
         pytest.skip("no fork on this platform")
-    spec = ClipSpec(length=3)
-    with VideoFrames(video) as source:
-        parent = ClipMaker(spec).clip(source, 30)  # the parent's pool exists now
-    with multiprocessing.get_context("fork").Pool(1) as pool:
-        child = pool.apply_async(_clip_in_child, (str(video), spec, 30)).get(timeout=30)  # a hang here: a forked child waiting on the parent's threads
-    assert child == parent
-
-
-def _clip_in_child(path, spec, anchor):
-    with VideoFrames(path) as source:
-        return ClipMaker(spec).clip(source, anchor)
+    # In a fresh interpreter: a test runner's own threads (pytest-xdist's) must not be the ones a fork inherits.
+    script = tmp_path / "fork_clip.py"
+    script.write_text(FORK_SCRIPT)
+    done = subprocess.run([sys.executable, str(script), str(video)], capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0 and done.stdout.strip() == "same clip", done.stderr[-2000:]  # a hang: the child waits on the parent's threads
 
 
 def test_ids_follow_the_source_bytes_not_its_name(tmp_path, video):

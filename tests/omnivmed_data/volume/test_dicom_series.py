@@ -26,9 +26,6 @@ from support.volume_files import (
     write_slice_folder,
 )
 
-# The data folder is found from this file (tests/omnivmed_data/volume/ -> project root), never ../shared.
-assert CT_DICOM_SERIES == Path(__file__).resolve().parents[3] / "data" / "volumes" / "ct_dicom_series"
-
 
 def read_folder(folder: Path, limits: VolumeLimits = VolumeLimits()):
     (item,) = expand(classify(folder))

@@ -15,8 +15,6 @@ from support.volume_files import CT_NIFTI, MR_NIFTI, corrupt_nifti_header, gunzi
 
 IDENTITY = (1.0, 0.0, 0.0, 0.0, 1.0, 0.0, 0.0, 0.0, 1.0)
 
-assert CT_NIFTI.parent == Path(__file__).resolve().parents[3] / "data" / "volumes"
-
 
 def reject(path: Path, limits: VolumeLimits = VolumeLimits()) -> VolumeError:
     with pytest.raises(VolumeError) as caught:

@@ -74,15 +74,21 @@ def test_ct_windows_map_the_window_onto_0_1_with_clipping(name):
     assert out.dtype == np.float32
 
 
-def test_ct_window_values():
-    assert CT_WINDOWS == {
-        "soft-tissue": (40.0, 400.0),
-        "lung": (-600.0, 1500.0),
-        "bone": (400.0, 1800.0),
-        "brain": (40.0, 80.0),
-        "mediastinum": (50.0, 350.0),
-        "liver": (30.0, 150.0),
-    }
+@pytest.mark.parametrize(
+    "preset, hu, expected",
+    [
+        # the usual clinical windows (level L, width W: L - W/2 -> 0, L + W/2 -> 1), worked out by hand
+        ("ct-soft-tissue", [-160, 40, 140, 240], [0.0, 0.5, 0.75, 1.0]),  # L40 W400
+        ("ct-lung", [-1350, -600, -225, 150], [0.0, 0.5, 0.75, 1.0]),  # L-600 W1500
+        ("ct-bone", [-500, 400, 850, 1300], [0.0, 0.5, 0.75, 1.0]),  # L400 W1800
+        ("ct-brain", [0, 40, 60, 80], [0.0, 0.5, 0.75, 1.0]),  # L40 W80
+        ("ct-mediastinum", [-125, 50, 137.5, 225], [0.0, 0.5, 0.75, 1.0]),  # L50 W350
+        ("ct-liver", [-45, 30, 67.5, 105], [0.0, 0.5, 0.75, 1.0]),  # L30 W150
+    ],
+)
+def test_ct_window_values(preset, hu, expected):
+    out = apply_recipe(PRESETS[preset], volume_of(np.reshape(hu, (1, 1, 4)))).voxels.ravel()
+    np.testing.assert_allclose(out, expected, atol=1e-6)
     assert PRESETS["ct-soft-tissue"].describe() == "window L40 W400, 8-bit PNG"
 
 

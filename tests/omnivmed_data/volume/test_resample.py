@@ -10,10 +10,10 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+import torch  # the reference; a test dependency: missing, it fails, never skips
 
 from omnivmed.data.volume.resample import foreground_box, resize
 
-torch = pytest.importorskip("torch")
 F = torch.nn.functional
 
 SHAPES = [
@@ -66,7 +66,8 @@ def test_foreground_box():
 
 
 def test_foreground_box_matches_monai_crop():
-    mtf = pytest.importorskip("monai.transforms")
+    import monai.transforms as mtf  # imported here, not at collection: it takes seconds; missing, it fails
+
     rng = np.random.default_rng(2)
     array = np.zeros((9, 11, 13), dtype=np.float32)
     array[2:7, 3:5, 1:12] = rng.random((5, 2, 11), dtype=np.float32) + 0.01

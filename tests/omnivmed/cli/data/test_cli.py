@@ -80,6 +80,7 @@ def test_stats_refuses_an_unknown_column(built):
     assert result.exit_code == 2 and "colour" in result.output
 
 
+@pytest.mark.slow  # builds the whole embedded default; the fresh-clone pipeline test builds it too, in the fast set
 def test_build_embedded_writes_a_verified_manifest_and_a_card(tmp_path):
     out = tmp_path / "embedded"
     result = run("build-embedded", "--out", out, "--no-progress")
