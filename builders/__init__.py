@@ -14,6 +14,8 @@ from __future__ import annotations
 import importlib
 from typing import TYPE_CHECKING
 
+from omnivmed.data.lazy import lazy_names
+
 if TYPE_CHECKING:
     from omnivmed.builders.base import Builder, BuilderOptionError, LayoutError, Reject, SourceInfo
 
@@ -54,15 +56,8 @@ def get_builder(name: str, options: dict[str, str] | None = None) -> Builder:
     return builder_class(name)(**(options or {}))
 
 
-def __getattr__(name: str):
-    # PEP 562: the base names load on first use, so listing sources stays light.
-    if name in _BASE_NAMES:
-        return getattr(importlib.import_module(f"{__name__}.base"), name)
-    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
-
-
-def __dir__() -> list[str]:
-    return sorted(set(globals()) | set(__all__))
+# PEP 562: the base names load on first use, so listing sources stays light.
+__getattr__, __dir__ = lazy_names(__name__, dict.fromkeys(_BASE_NAMES, "base"))
 
 
 __all__ = ["Builder", "BuilderOptionError", "LayoutError", "Reject", "SourceInfo", "builder_class", "builder_names", "get_builder"]

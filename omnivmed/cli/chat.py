@@ -7,9 +7,11 @@ answer at once. Bad input ends in one line on stderr naming the file and the rea
 from __future__ import annotations
 
 import argparse
-import sys
 import typing
 from pathlib import Path
+
+from omnivmed.cli.oneline import OneLineParser
+from omnivmed.cli.oneline import fail as one_line
 
 PROG = "omnivmed-chat"
 
@@ -29,17 +31,11 @@ examples:
 
 def fail(message: str) -> typing.NoReturn:
     """One line on stderr, exit status 2."""
-    print(f"{PROG}: {message}".replace("\n", " "), file=sys.stderr)
-    raise SystemExit(2)
-
-
-class _Parser(argparse.ArgumentParser):
-    def error(self, message: str) -> typing.NoReturn:
-        fail(message.removeprefix("argument "))
+    one_line(PROG, message)
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = _Parser(
+    parser = OneLineParser(
         prog=PROG, description=DESCRIPTION, epilog=EXAMPLES, formatter_class=argparse.RawDescriptionHelpFormatter,
         allow_abbrev=False,
     )  # fmt: skip

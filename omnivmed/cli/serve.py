@@ -12,6 +12,8 @@ import sys
 import typing
 from pathlib import Path
 
+from omnivmed.cli.oneline import OneLineParser
+from omnivmed.cli.oneline import fail as one_line
 from omnivmed.serve import API_KEY_ENV
 
 PROG = "omnivmed-serve"
@@ -30,17 +32,12 @@ example:
 
 
 def fail(message: str) -> typing.NoReturn:
-    print(f"{PROG}: {message}".replace("\n", " "), file=sys.stderr)
-    raise SystemExit(2)
-
-
-class _Parser(argparse.ArgumentParser):
-    def error(self, message: str) -> typing.NoReturn:
-        fail(message.removeprefix("argument "))
+    """One line on stderr, exit status 2."""
+    one_line(PROG, message)
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = _Parser(
+    parser = OneLineParser(
         prog=PROG, description=DESCRIPTION, epilog=EXAMPLES, formatter_class=argparse.RawDescriptionHelpFormatter,
         allow_abbrev=False,
     )  # fmt: skip

@@ -10,11 +10,12 @@ overrides that ``build_config`` merges over a ``--config`` file. Torch is import
 from __future__ import annotations
 
 import argparse
-import sys
 import textwrap
 import typing
 from pathlib import Path
 
+from omnivmed.cli.oneline import OneLineParser
+from omnivmed.cli.oneline import fail as one_line
 from omnivmed.trainer.config import (
     ConfigError,
     Option,
@@ -113,7 +114,7 @@ def build_parser(options=None) -> argparse.ArgumentParser:
         by_reason.setdefault(why, []).append(key)
     lines = (f"  {', '.join(keys)}: {why}" for why, keys in by_reason.items())
     epilog = "Set only in a config file:\n" + "\n".join(lines)
-    parser = _Parser(prog=PROG, description=DESCRIPTION, epilog=epilog, allow_abbrev=False, formatter_class=_Formatter)
+    parser = OneLineParser(prog=PROG, description=DESCRIPTION, epilog=epilog, allow_abbrev=False, formatter_class=_Formatter)
     parser.add_argument(
         "--config", metavar="FILE", default=argparse.SUPPRESS,
         help="YAML/JSON config file with model/data/run/stage sections; options override it.",
@@ -149,14 +150,8 @@ def check_mix_sources(cfg: TrainConfig) -> None:
 
 
 def fail(message: str) -> typing.NoReturn:
-    """One line on stderr, exit status 2 (as for any bad option)."""
-    print(f"{PROG}: {message}".replace("\n", " "), file=sys.stderr)
-    raise SystemExit(2)
-
-
-class _Parser(argparse.ArgumentParser):
-    def error(self, message: str) -> typing.NoReturn:
-        fail(message.removeprefix("argument "))
+    """One line on stderr, exit status 2."""
+    one_line(PROG, message)
 
 
 class _Formatter(argparse.RawDescriptionHelpFormatter):

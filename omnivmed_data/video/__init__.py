@@ -13,8 +13,9 @@ do not pay for PyAV and OpenCV.
 
 from __future__ import annotations
 
-import importlib
 from typing import TYPE_CHECKING
+
+from omnivmed.data.lazy import lazy_names
 
 if TYPE_CHECKING:
     from omnivmed.data.video.clips import (
@@ -67,14 +68,7 @@ _EXPORTS: dict[str, str] = {
 }
 
 
-def __getattr__(name: str):
-    if name in _EXPORTS:
-        return getattr(importlib.import_module(f"{__name__}.{_EXPORTS[name]}"), name)
-    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
-
-
-def __dir__() -> list[str]:
-    return sorted(set(globals()) | set(__all__))
+__getattr__, __dir__ = lazy_names(__name__, _EXPORTS)
 
 
 __all__ = [

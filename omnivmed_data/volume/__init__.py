@@ -12,8 +12,9 @@ reader and OpenCV.
 
 from __future__ import annotations
 
-import importlib
 from typing import TYPE_CHECKING
+
+from omnivmed.data.lazy import lazy_names
 
 if TYPE_CHECKING:
     from omnivmed.data.volume.core import Volume, VolumeError, VolumeLimits
@@ -37,14 +38,7 @@ _EXPORTS: dict[str, str] = {
 }
 
 
-def __getattr__(name: str):
-    if name in _EXPORTS:
-        return getattr(importlib.import_module(f"{__name__}.{_EXPORTS[name]}"), name)
-    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
-
-
-def __dir__() -> list[str]:
-    return sorted(set(globals()) | set(__all__))
+__getattr__, __dir__ = lazy_names(__name__, _EXPORTS)
 
 
 __all__ = [
