@@ -95,7 +95,8 @@ def instruct_dataset(config: PipelineConfig, *, progress: bool = True, say: Call
     m = result.manifest
     state = "up to date, nothing redone" if result.reused else "mixed"
     note(f"{m.name}: {state}: {m.rows:,} samples -> {result.published_path or result.manifest_path}")
-    note(f"verify: OK {result.published_path or result.manifest_path}: {len(m.shards)} shards, {m.rows:,} rows")
+    shards = f"{len(m.shards)} shard{'' if len(m.shards) == 1 else 's'}"
+    note(f"verify: OK {result.published_path or result.manifest_path}: {shards}, {m.rows:,} rows")
     note("by source: " + ", ".join(f"{k} {v:,}" for k, v in m.counts.get("source", {}).items()))
     note(f"data card: {result.manifest_path.parent / 'README.md'} (stats.json, figures/, preview.html beside it)")
     if embedded and config.manifests_dir is not None:
