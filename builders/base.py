@@ -10,6 +10,13 @@ Order matters for deduplication: the pipeline keeps the first copy of a
 duplicate, so builders yield held-out splits first (test, validation, train).
 A row of train that repeats a row of test is then the one dropped, and the
 test set stays intact.
+
+Work units let an engine spread a build over processes or machines
+(:mod:`omnivmed.engines`): :meth:`Builder.work_units` splits the raw folder into
+small picklable pieces (N rows, one volume) and :meth:`Builder.generate_unit`
+yields one piece's items. Their concatenation, unit after unit, is
+:meth:`Builder.generate` item for item, so the output never depends on the
+engine. The default is one unit: the whole source.
 """
 
 from __future__ import annotations
@@ -17,7 +24,7 @@ from __future__ import annotations
 from abc import ABC, abstractmethod
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Iterator, Union
+from typing import Any, Iterator, Union
 
 from omnivmed.data.output import Reject
 from omnivmed.data.schema import Sample
@@ -75,6 +82,14 @@ class BuilderOptionError(ValueError):
 
 BuilderItem = Union[Sample, Reject]
 
+# A work unit: a small picklable value a builder gives out and takes back (row numbers, a path).
+Unit = Any
+
+
+@dataclass(frozen=True)
+class WholeSource:
+    """The default work unit: everything :meth:`Builder.generate` yields."""
+
 
 class Builder(ABC):
     """Subclasses set ``info`` and implement the three methods.
@@ -121,6 +136,22 @@ class Builder(ABC):
     @abstractmethod
     def generate(self, raw: Path) -> Iterator[BuilderItem]:
         """Yield Samples and Rejects in a deterministic order (held-out splits first)."""
+
+    def work_units(self, raw: Path) -> list[Unit]:
+        """The source split into small picklable pieces, in the order of :meth:`generate`.
+
+        Called after :meth:`begin`, in the process that writes. A builder that
+        splits keeps :meth:`counters` free of state gathered while generating
+        (units may run in other processes).
+        """
+        return [WholeSource()]
+
+    def generate_unit(self, raw: Path, unit: Unit) -> Iterator[BuilderItem]:
+        """Yield one unit's items; over :meth:`work_units` in order, exactly :meth:`generate`."""
+        if isinstance(unit, WholeSource):
+            yield from self.generate(raw)
+            return
+        raise TypeError(f"{self.info.name}: not a work unit of this builder: {unit!r}")
 
     def estimated_records(self, raw: Path) -> int | None:
         """Total records for a progress bar, when cheap to know."""

@@ -30,7 +30,7 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Iterator
 
-from omnivmed.builders.base import Builder, BuilderOption, BuilderOptionError, LayoutError, Reject, SourceInfo
+from omnivmed.builders.base import Builder, BuilderOption, BuilderOptionError, LayoutError, Reject, SourceInfo, Unit
 from omnivmed.builders.vqa2d import closed_if_yes_no
 from omnivmed.builders.volume_samples import (
     EncodedVolumeCache,
@@ -74,6 +74,31 @@ class Row:
     split: str
     modality: str | None
     record_id: str
+
+
+@dataclass(frozen=True)
+class AnnotationRejects:
+    """A work unit: the annotation rows that could not be read (yielded before any volume)."""
+
+    rejects: tuple[Reject, ...]
+
+
+@dataclass(frozen=True)
+class VolumeRows:
+    """A work unit: one volume and a run of annotation rows about it, in build order."""
+
+    volume: str  # as the rows write it
+    modality_hint: str | None
+    rows: tuple[Row, ...]
+    annotations: str  # the annotation file, relative to the raw folder
+
+
+@dataclass(frozen=True)
+class HeaderInput:
+    """A work unit without annotations: one volume input found under the raw folder (or why it is unusable)."""
+
+    item: VolumeInput | None
+    error: tuple[str, str, str] | None = None  # VolumeError's (reason, file, detail): it does not pickle
 
 
 class VolumesBuilder(Builder):
@@ -197,45 +222,80 @@ class VolumesBuilder(Builder):
             return
         rows, rejects = self._read_annotations(raw, annotations)
         yield from rejects
-        # A modality named in the annotations also picks the "auto" preset for NIfTI files.
-        hints: dict[str, str] = {}
-        for row in rows:
-            if row.modality and row.modality != UNSPECIFIED_MODALITY:
-                hints.setdefault(row.volume, row.modality)
+        hints = _modality_hints(rows)
         cache = EncodedVolumeCache(lambda ref: self._encode(raw, ref, hints.get(ref)))
         rel_annotations = annotations.relative_to(raw).as_posix()
         for row in _held_out_first(rows):
-            try:
-                volume = cache.get(row.volume)
-            except VolumeError as err:
-                yield volume_reject(err, raw, f"{rel_annotations} line {row.line}")
-                continue
-            yield from self._sample(raw, row, volume, rel_annotations)
+            yield from self._annotated_row(raw, row, cache, rel_annotations)
+
+    def work_units(self, raw: Path) -> list[Unit]:
+        """One unit per volume: each run of consecutive rows about one volume, or each volume input found."""
+        annotations = self.annotation_file(raw)
+        if annotations is None:
+            return [
+                HeaderInput(None, (item.reason, str(item.file), item.detail)) if isinstance(item, VolumeError) else HeaderInput(item)
+                for item in find_volume_inputs(raw)
+            ]
+        rows, rejects = self._read_annotations(raw, annotations)
+        hints = _modality_hints(rows)
+        rel_annotations = annotations.relative_to(raw).as_posix()
+        units: list[Unit] = [AnnotationRejects(tuple(rejects))] if rejects else []
+        run: list[Row] = []
+        for row in [*_held_out_first(rows), None]:
+            if run and (row is None or row.volume != run[0].volume):
+                units.append(VolumeRows(run[0].volume, hints.get(run[0].volume), tuple(run), rel_annotations))
+                run = []
+            if row is not None:
+                run.append(row)
+        return units
+
+    def generate_unit(self, raw: Path, unit: Unit) -> Iterator[Sample | Reject]:
+        if isinstance(unit, VolumeRows):
+            cache = EncodedVolumeCache(lambda ref: self._encode(raw, ref, unit.modality_hint), max_items=1)
+            for row in unit.rows:
+                yield from self._annotated_row(raw, row, cache, unit.annotations)
+        elif isinstance(unit, HeaderInput):
+            yield from self._header_input(raw, unit.item if unit.error is None else VolumeError(*unit.error))
+        elif isinstance(unit, AnnotationRejects):
+            yield from unit.rejects
+        else:
+            yield from super().generate_unit(raw, unit)
+
+    def _annotated_row(self, raw: Path, row: Row, cache: EncodedVolumeCache, rel_annotations: str) -> Iterator:
+        try:
+            volume = cache.get(row.volume)
+        except VolumeError as err:
+            yield volume_reject(err, raw, f"{rel_annotations} line {row.line}")
+            return
+        yield from self._sample(raw, row, volume, rel_annotations)
 
     def _generate_from_headers(self, raw: Path) -> Iterator:
         for item in find_volume_inputs(raw):
-            if isinstance(item, VolumeError):
-                yield volume_reject(item, raw, relative(item.file, raw))
-                continue
+            yield from self._header_input(raw, item)
+
+    def _header_input(self, raw: Path, item: VolumeInput | VolumeError) -> Iterator:
+        if isinstance(item, VolumeError):
+            yield volume_reject(item, raw, relative(item.file, raw))
+            return
+        try:
+            series_list = expand(item, self.settings.four_d)
+        except VolumeError as err:
+            yield volume_reject(err, raw, relative(item.path, raw))
+            return
+        for series in series_list:
+            ref = relative(series.path, raw)
+            if series.series is not None and series.series.of > 1:
+                ref += f"#{series.series.index}"
             try:
-                series_list = expand(item, self.settings.four_d)
+                volume = self._encode_input(raw, series)
             except VolumeError as err:
-                yield volume_reject(err, raw, relative(item.path, raw))
+                yield volume_reject(err, raw, ref)
                 continue
-            for series in series_list:
-                ref = relative(series.path, raw)
-                if series.series is not None and series.series.of > 1:
-                    ref += f"#{series.series.index}"
-                try:
-                    volume = self._encode_input(raw, series)
-                except VolumeError as err:
-                    yield volume_reject(err, raw, ref)
-                    continue
-                rows = list(self._header_rows(ref, volume))
-                if not rows:
-                    yield Reject(ref, ref, "nothing_to_ask", f"{ref}: the headers give neither modality nor plane; add an annotations file")
-                for row in rows:
-                    yield from self._sample(raw, row, volume, None)
+            rows = list(self._header_rows(ref, volume))
+            if not rows:
+                yield Reject(ref, ref, "nothing_to_ask", f"{ref}: the headers give neither modality nor plane; add an annotations file")
+            for row in rows:
+                yield from self._sample(raw, row, volume, None)
 
     def _header_rows(self, ref: str, volume) -> Iterator[Row]:
         modality = volume.modality or self.options["modality"] or None
@@ -294,6 +354,15 @@ class VolumesBuilder(Builder):
         except SchemaError as err:
             where = annotations or row.volume
             yield Reject(where, row.record_id, "schema_violation", f"{where} {row.record_id}: {err}")
+
+
+def _modality_hints(rows: list[Row]) -> dict[str, str]:
+    """A modality named in the annotations also picks the "auto" preset for NIfTI files (first row wins)."""
+    hints: dict[str, str] = {}
+    for row in rows:
+        if row.modality and row.modality != UNSPECIFIED_MODALITY:
+            hints.setdefault(row.volume, row.modality)
+    return hints
 
 
 def _held_out_first(rows: list[Row]) -> list[Row]:

@@ -231,27 +231,32 @@ def parquet_files(raw: Path) -> list[Path]:
 def parquet_vqa_samples(info: SourceInfo, raw: Path, modality: str) -> Iterator[Sample | Reject]:
     """Samples of a Hugging Face VQA parquet copy (no answer_type there: closed = yes/no)."""
     for path in parquet_files(raw):
-        rel = path.relative_to(raw).as_posix()
-        split = parquet_split(path)
-        for index, row, image in iter_parquet_vqa(path, raw):
-            if isinstance(image, Reject):
-                yield image
-                continue
-            try:
-                question = text_field(row, "question", "empty_question")
-                answer = text_field(row, "answer", "empty_answer")
-                source_path = (row.get("image") or {}).get("path")
-                yield vqa_sample(
-                    info,
-                    split=split,
-                    modality=modality,
-                    image=image,
-                    raw_path=f"{rel}#{index}",
-                    question=question,
-                    answer=answer,
-                    answer_type=closed_if_yes_no(answer),
-                    record_id=f"{rel}#{index}",
-                    fields={"image_path": source_path} if source_path else None,
-                )
-            except (RecordError, SchemaError) as err:
-                yield reject_from(err, rel, str(index))
+        yield from parquet_file_vqa_samples(info, raw, path, modality)
+
+
+def parquet_file_vqa_samples(info: SourceInfo, raw: Path, path: Path, modality: str) -> Iterator[Sample | Reject]:
+    """Samples of one split parquet file of a Hugging Face VQA copy."""
+    rel = path.relative_to(raw).as_posix()
+    split = parquet_split(path)
+    for index, row, image in iter_parquet_vqa(path, raw):
+        if isinstance(image, Reject):
+            yield image
+            continue
+        try:
+            question = text_field(row, "question", "empty_question")
+            answer = text_field(row, "answer", "empty_answer")
+            source_path = (row.get("image") or {}).get("path")
+            yield vqa_sample(
+                info,
+                split=split,
+                modality=modality,
+                image=image,
+                raw_path=f"{rel}#{index}",
+                question=question,
+                answer=answer,
+                answer_type=closed_if_yes_no(answer),
+                record_id=f"{rel}#{index}",
+                fields={"image_path": source_path} if source_path else None,
+            )
+        except (RecordError, SchemaError) as err:
+            yield reject_from(err, rel, str(index))

@@ -18,11 +18,13 @@ from __future__ import annotations
 
 import re
 from collections import defaultdict
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Iterator
+from typing import Any, Iterator
 
-from omnivmed.builders.base import Builder, BuilderItem, LayoutError, SourceInfo
+from omnivmed.builders.base import Builder, BuilderItem, LayoutError, Reject, SourceInfo, Unit
 from omnivmed.builders.vqa2d import (
+    parquet_file_vqa_samples,
     parquet_vqa_samples,
     RecordError,
     check_record_file,
@@ -127,6 +129,32 @@ _KEPT_FIELDS = (
 )
 
 
+# Records of the official JSON per work unit (a few hundred KB of images each).
+RECORDS_PER_UNIT = 64
+
+
+@dataclass(frozen=True)
+class RecordChunk:
+    """A work unit: consecutive records in build order, with their images' modalities (decided over the whole file)."""
+
+    records: tuple[tuple[int, Any], ...]  # (index in the JSON array, record)
+    modalities: dict[str, str]
+
+
+@dataclass(frozen=True)
+class ParquetUnit:
+    """A work unit: one split parquet file of the Hugging Face copy (relative to the raw folder)."""
+
+    path: str
+
+
+@dataclass(frozen=True)
+class FileReject:
+    """A work unit: the annotation file could not be read; its one reject."""
+
+    reject: Reject
+
+
 class VqaRadBuilder(Builder):
     info = INFO
 
@@ -165,16 +193,40 @@ class VqaRadBuilder(Builder):
             return json_list_length(raw / JSON_NAME)
         return parquet_rows(raw)
 
+    def work_units(self, raw: Path) -> list[Unit]:
+        if not (raw / JSON_NAME).is_file():
+            return [ParquetUnit(p.relative_to(raw).as_posix()) for p in parquet_files(raw)]
+        records, reject = load_json_list(raw / JSON_NAME, raw)
+        if reject:
+            return [FileReject(reject)]
+        modalities = image_modalities(records)
+        ordered = _held_out_first(records)
+        units = []
+        for start in range(0, len(ordered), RECORDS_PER_UNIT):
+            chunk = tuple(ordered[start : start + RECORDS_PER_UNIT])
+            names = {str(r.get("image_name", "")) for _, r in chunk if isinstance(r, dict)}
+            units.append(RecordChunk(chunk, {n: modalities[n] for n in sorted(names) if n in modalities}))
+        return units
+
+    def generate_unit(self, raw: Path, unit: Unit) -> Iterator[BuilderItem]:
+        if isinstance(unit, RecordChunk):
+            yield from self._official_records(raw, unit.records, unit.modalities)
+        elif isinstance(unit, ParquetUnit):
+            yield from parquet_file_vqa_samples(INFO, raw, raw / unit.path, UNSPECIFIED_MODALITY)
+        elif isinstance(unit, FileReject):
+            yield unit.reject
+        else:
+            yield from super().generate_unit(raw, unit)
+
     def _official(self, raw: Path) -> Iterator[BuilderItem]:
         records, reject = load_json_list(raw / JSON_NAME, raw)
         if reject:
             yield reject
             return
-        modalities = image_modalities(records)
+        yield from self._official_records(raw, _held_out_first(records), image_modalities(records))
+
+    def _official_records(self, raw: Path, ordered, modalities: dict[str, str]) -> Iterator[BuilderItem]:
         images = ImageCache(raw / IMAGE_DIR)
-        # Held-out first (see builders.base): test rows, then train rows, each in file order.
-        indexed = list(enumerate(records))
-        ordered = [x for x in indexed if _is_test(x[1])] + [x for x in indexed if not _is_test(x[1])]
         for index, record in ordered:
             record_id = str(record.get("qid", index)) if isinstance(record, dict) else str(index)
             try:
@@ -204,6 +256,12 @@ class VqaRadBuilder(Builder):
 
     def _parquet(self, raw: Path) -> Iterator[BuilderItem]:
         yield from parquet_vqa_samples(INFO, raw, UNSPECIFIED_MODALITY)
+
+
+def _held_out_first(records: list) -> list[tuple[int, Any]]:
+    """(index, record): test rows, then train rows, each in file order (see builders.base)."""
+    indexed = list(enumerate(records))
+    return [x for x in indexed if _is_test(x[1])] + [x for x in indexed if not _is_test(x[1])]
 
 
 def _is_test(record) -> bool:

@@ -26,6 +26,7 @@ from omnivmed.data.manifest import InputFile, Manifest, SourceCard, load_intact_
 from omnivmed.data.output import MANIFEST_NAME, REJECTS_NAME, OutputWriter, Reject, output_lock, write_rejects
 from omnivmed.data.shards import DEFAULT_MAX_SHARD_BYTES
 from omnivmed.data.volume.dicom_privacy import redact_path
+from omnivmed.engines import check_engine, ordered_items
 
 
 class NothingBuilt(ValueError):
@@ -114,21 +115,32 @@ def build_source(
     force: bool = False,
     progress: bool = True,
     require_rows: bool = False,
+    engine: str = "local",
+    workers: int = 1,
 ) -> BuildResult:
     """Build ``raw`` with ``builder`` into ``out``. Raises LayoutError before any work.
+
+    ``engine`` and ``workers`` choose where the builder's work runs
+    (:mod:`omnivmed.engines`); the output is the same bytes for every choice.
+    Raises :class:`~omnivmed.engines.EngineError` for a choice that cannot run.
 
     Raises :class:`~omnivmed.data.output.OutputBusy` when another process is writing ``out``.
     """
     raw, out = Path(raw), Path(out)
+    check_engine(engine, workers)
     builder.check_layout(raw)
     if out.exists() and not out.is_dir():
         raise NotADirectoryError(f"{out}: is a file, not a folder; --out must be a folder (or a path that does not exist yet)")
     with output_lock(out):
-        return _build_locked(builder, raw, out, max_shard_bytes=max_shard_bytes, force=force, progress=progress, require_rows=require_rows)
+        return _build_locked(
+            builder, raw, out, max_shard_bytes=max_shard_bytes, force=force, progress=progress, require_rows=require_rows,
+            engine=engine, workers=workers,
+        )
 
 
 def _build_locked(
-    builder: Builder, raw: Path, out: Path, *, max_shard_bytes: int, force: bool, progress: bool, require_rows: bool
+    builder: Builder, raw: Path, out: Path, *, max_shard_bytes: int, force: bool, progress: bool, require_rows: bool,
+    engine: str, workers: int,
 ) -> BuildResult:
     inputs = input_checksums(builder, raw)
     warnings = differences_from_published(builder, inputs)
@@ -148,7 +160,7 @@ def _build_locked(
     info = builder.info
     with OutputWriter(out, max_shard_bytes=max_shard_bytes) as writer:
         builder.begin(out)
-        for item in builder.generate(raw):
+        for item in ordered_items(builder, raw, engine=engine, workers=workers, progress=progress):
             bar.update(1)
             if isinstance(item, Reject):
                 rejects.append(item)

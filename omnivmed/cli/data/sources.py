@@ -95,16 +95,26 @@ def build(
     force: Annotated[bool, typer.Option("--force", help="Rebuild even when an up-to-date build exists.")] = False,
     option: OptionOpt = None,
     progress: ProgressOpt = None,
+    engine: Annotated[
+        str,
+        typer.Option("--engine", help="Where the work runs: local (this machine) or ray (RAY_ADDRESS's cluster, else a local Ray). Same bytes either way."),
+    ] = "local",
+    workers: Annotated[int, typer.Option("--workers", help="Processes (local) or concurrent Ray tasks working on the source.")] = 1,
 ) -> None:
     """Build SOURCE from --raw into verified Arrow shards in --out.
 
-    Exits 2 on a wrong layout, a busy or misplaced --out; 1 when nothing was accepted
-    or a whole input file could not be read (the rest is kept and reported).
+    Exits 2 on a wrong layout, a busy or misplaced --out, or a bad --engine/--workers; 1 when nothing
+    was accepted or a whole input file could not be read (the rest is kept and reported).
     """
     from omnivmed.build import NothingBuilt, failed_files, read_rejects, top_reasons, build_source
     from omnivmed.builders import LayoutError
     from omnivmed.data.output import OutputBusy
+    from omnivmed.engines import EngineError, check_engine
 
+    try:
+        check_engine(engine, workers)
+    except EngineError as err:
+        fail(str(err), code=2)
     builder = _builder(source, _parse_options(option))
     check_in_folder(raw, "--raw")
     check_out_folder(out)
@@ -117,8 +127,10 @@ def build(
             force=force,
             progress=show_progress() if progress is None else progress,
             require_rows=True,
+            engine=engine,
+            workers=workers,
         )
-    except (LayoutError, OutputBusy, NotADirectoryError) as err:
+    except (LayoutError, OutputBusy, NotADirectoryError, EngineError) as err:
         fail(str(err), code=2)
     except NothingBuilt as err:
         fail(str(err), code=1)
