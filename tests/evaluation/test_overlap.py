@@ -5,6 +5,8 @@ from __future__ import annotations
 import random
 from pathlib import Path
 
+import pytest
+
 import cv2
 import numpy as np
 
@@ -82,6 +84,7 @@ def test_question_normalisation():
     assert normalise_question("  Is this an  MRI? ") == normalise_question("is this an mri.") == "is this an mri"
 
 
+@pytest.mark.slow
 def test_vqa_rad_test_images_are_reused_by_its_train_split(staged):
     """VQA-RAD asks its test questions about images its train split uses: 202 of the 203 test images."""
     benchmark = get_benchmark("vqa_rad")

@@ -104,6 +104,7 @@ def test_a_builder_without_units_is_one_whole_unit(tmp_path):
 # -- the local engine ----------------------------------------------------------------------------
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("workers", [1, 2, 3])
 @pytest.mark.parametrize("source", SOURCES)
 def test_local_engine_writes_the_plain_bytes(plain, tmp_path, source, workers):

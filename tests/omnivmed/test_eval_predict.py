@@ -128,6 +128,7 @@ def test_a_local_model_answers_as_the_trainers_runner_does(staged, tmp_path):
         LocalModelPredictor(tmp_path / "nowhere")
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("seed", [3])
 def test_killed_predict_run_resumes_with_zero_repeats(staged, tmp_path, seed):
     out = tmp_path / "out"

@@ -17,6 +17,8 @@ import pytest
 
 from omnivmed.embedded import build_embedded
 
+pytestmark = pytest.mark.slow  # subprocesses a user would run: tens of seconds together
+
 ENV = {**os.environ, "HF_HUB_OFFLINE": "1", "OMP_NUM_THREADS": "1"}
 
 

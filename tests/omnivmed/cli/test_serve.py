@@ -184,6 +184,7 @@ def test_the_evaluator_asks_the_served_model_like_any_endpoint(runner, tmp_path)
         assert by_id[record.question_id] == answer.text.strip()
 
 
+@pytest.mark.slow
 def test_the_console_script_serves_on_a_free_port(stage):
     env = {**os.environ, "HF_HUB_OFFLINE": "1", "TOKENIZERS_PARALLELISM": "false"}
     env.pop(API_KEY_ENV, None)

@@ -221,6 +221,7 @@ def test_dry_run_prints_the_memory_plan_without_shards_or_weights(capsys):
     assert code == 2 and err == "omnivmed-train: --dry-run: no shapes for preset 'tiny': the plan covers 1.5b, 7b\n"
 
 
+@pytest.mark.slow
 def test_the_progressive_schedule_runs_every_stage_once(capsys, tmp_path):
     from omnivmed.embedded import build_embedded
 

