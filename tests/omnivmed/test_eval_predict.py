@@ -109,13 +109,11 @@ def test_prompt_version_and_frames_are_in_the_cache_key(staged, tmp_path):
 
 
 def test_a_local_model_answers_as_the_trainers_runner_does(staged, tmp_path):
-    from omnivmed.trainer.inference import Runner, Settings
-    from omnivmed.trainer.model.omnivmed import load_model
-    from omnivmed.trainer.model.tiny import write_tiny_base
+    from support.tiny_stage import write_tiny_stage
 
-    base = write_tiny_base(tmp_path / "base")
-    folder = tmp_path / "stage1" / "model"
-    load_model(base / "vision", base / "llm", seed=0).save_pretrained(folder)
+    from omnivmed.trainer.inference import Runner, Settings
+
+    folder = write_tiny_stage(tmp_path)
     records, requests = questions(staged, "vqa_rad", 3, "plain")
     predictor = LocalModelPredictor(folder, batch_size=2, max_new_tokens=4)
     outcome = predictor.predict(requests)

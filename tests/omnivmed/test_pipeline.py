@@ -5,6 +5,7 @@ from collections import Counter
 from pathlib import Path
 
 import pytest
+from support.caption_fixtures import captioned_recipe
 from support.m3d_trees import make_m3d_cap_tree, make_m3d_vqa_tree
 from support.mimic_trees import write_mimic_tree
 from support.pubmedvision_trees import alignment_rows_from_captions, image_bytes, row_images, vqa_row, write_tree
@@ -201,20 +202,7 @@ def test_strict_mode_fails_on_a_missing_source(first, raw, tmp_path):
     assert "sources.cholec80_captions: no manifest at" in " ".join(result.output.split())
 
 
-CAPTION_RECIPE = """
-name: captioned
-seed: 0
-sources:
-  cholec80_vqa:
-    take: all
-    splits: [train, validation]
-    build: {source: cholec80_vqa, raw: cholec80_vqa, options: {short_side: "0"}}
-  cholec80_captions:
-    take: all
-    splits: [train, validation]
-    tasks: [video_caption]
-    caption: {windows_of: cholec80_vqa, raw: cholec80_vqa, options: {short_side: "0"}, step: 2}
-"""
+CAPTION_RECIPE = captioned_recipe(step=2)
 
 
 def caption_config_file(path: Path, base_url: str) -> Path:

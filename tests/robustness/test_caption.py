@@ -10,6 +10,7 @@ import time
 from pathlib import Path
 
 import pytest
+from support.caption_fixtures import captioned_recipe
 import yaml
 from typer.testing import CliRunner
 
@@ -205,20 +206,7 @@ def test_a_run_that_accepts_nothing_writes_no_manifest_and_exits_1(windows, tmp_
     assert verify.exit_code != 0
 
 
-CAPTION_RECIPE = """
-name: captioned
-seed: 0
-sources:
-  cholec80_vqa:
-    take: all
-    splits: [train, validation]
-    build: {source: cholec80_vqa, raw: cholec80_vqa, options: {short_side: "0"}}
-  cholec80_captions:
-    take: all
-    splits: [train, validation]
-    tasks: [video_caption]
-    caption: {windows_of: cholec80_vqa, raw: cholec80_vqa, options: {short_side: "0"}, step: 8}
-"""
+CAPTION_RECIPE = captioned_recipe(step=8)
 
 
 def test_instruct_dataset_keeps_a_0_sample_caption_output_missing(tmp_path):

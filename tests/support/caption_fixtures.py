@@ -104,3 +104,21 @@ def caption_config(base_url: str, *, candidates: int = 2, extra_rounds: int = 1,
         extra_rounds=extra_rounds,
         clip_workers=clip_workers,
     )
+
+
+def captioned_recipe(step: int) -> str:
+    """A recipe mixing the generated Cholec80-VQA clips with judged captions of windows every ``step`` frames."""
+    return f"""
+name: captioned
+seed: 0
+sources:
+  cholec80_vqa:
+    take: all
+    splits: [train, validation]
+    build: {{source: cholec80_vqa, raw: cholec80_vqa, options: {{short_side: "0"}}}}
+  cholec80_captions:
+    take: all
+    splits: [train, validation]
+    tasks: [video_caption]
+    caption: {{windows_of: cholec80_vqa, raw: cholec80_vqa, options: {{short_side: "0"}}, step: {step}}}
+"""

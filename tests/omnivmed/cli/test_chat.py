@@ -8,6 +8,7 @@ import sys
 from pathlib import Path
 
 import pytest
+from support.tiny_stage import write_tiny_stage
 
 from omnivmed.cli.chat import main
 from omnivmed.trainer.inference import Query, Runner, Settings, question_turns, read_clip, read_images, read_volume
@@ -20,13 +21,7 @@ SAMPLED = ["--temperature", "1", "--seed", "3", "--max-new-tokens", "6"]
 
 @pytest.fixture(scope="module")
 def stage(tmp_path_factory) -> Path:
-    from omnivmed.trainer.model.omnivmed import load_model
-    from omnivmed.trainer.model.tiny import write_tiny_base
-
-    base = write_tiny_base(tmp_path_factory.mktemp("tiny") / "base")
-    folder = tmp_path_factory.mktemp("run") / "stage3" / "model"
-    load_model(base / "vision", base / "llm", seed=0).save_pretrained(folder)
-    return folder
+    return write_tiny_stage(tmp_path_factory.mktemp("stage"))
 
 
 @pytest.fixture(scope="module")

@@ -13,6 +13,7 @@ from pathlib import Path
 
 import openai
 import pytest
+from support.tiny_stage import write_tiny_stage
 
 from omnivmed.serve import API_KEY_ENV, ModelServer, RequestError
 from omnivmed.trainer.inference import Query, Runner, Settings, Visual, question_turns, read_clip, read_images, read_volume
@@ -24,13 +25,7 @@ VOLUME = REPO / "data" / "volumes" / "ct_dicom_series"
 
 @pytest.fixture(scope="module")
 def stage(tmp_path_factory) -> Path:
-    from omnivmed.trainer.model.omnivmed import load_model
-    from omnivmed.trainer.model.tiny import write_tiny_base
-
-    base = write_tiny_base(tmp_path_factory.mktemp("tiny") / "base")
-    folder = tmp_path_factory.mktemp("run") / "stage3" / "model"
-    load_model(base / "vision", base / "llm", seed=0).save_pretrained(folder)
-    return folder
+    return write_tiny_stage(tmp_path_factory.mktemp("stage"))
 
 
 @pytest.fixture(scope="module")
