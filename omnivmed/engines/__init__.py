@@ -16,10 +16,14 @@ unit's items are held only until they are consumed.
 from __future__ import annotations
 
 import importlib.util
+from functools import partial
 from pathlib import Path
-from typing import Iterator
+from typing import Callable, Iterator, Sequence, TypeVar
 
-from omnivmed.builders.base import Builder, BuilderItem
+from omnivmed.builders.base import Builder, BuilderItem, Unit
+
+U = TypeVar("U")
+R = TypeVar("R")
 
 ENGINES = ("local", "ray")
 
@@ -38,6 +42,32 @@ def check_engine(engine: str, workers: int) -> None:
         raise EngineError("--engine ray needs Ray: pip install 'omnivmed[scale]' (or 'ray[data]>=2.40')")
 
 
+def ordered_map(fn: Callable[[U], R], units: Sequence[U], *, engine: str = "local", workers: int = 1, progress: bool = False) -> Iterator[R]:
+    """``fn(unit)`` for every unit, in unit order, computed by ``engine`` (here, in a pool, or on Ray).
+
+    ``fn`` must be picklable (module-level, or a ``functools.partial`` of one)
+    and safe to run twice on a unit (Ray repeats the task of a dead worker).
+    One worker on the local engine, or a single unit, runs here in order.
+    """
+    check_engine(engine, workers)
+    if (engine == "local" and workers == 1) or len(units) <= 1:
+        for unit in units:
+            yield fn(unit)
+    elif engine == "local":
+        from omnivmed.engines.local import pool_map
+
+        yield from pool_map(fn, units, workers)
+    else:
+        from omnivmed.engines.ray_engine import ray_map, ray_session
+
+        with ray_session(workers, progress=progress):
+            yield from ray_map(fn, units, workers, progress=progress)
+
+
+def _unit_items(unit: Unit, builder: Builder, raw: Path) -> list[BuilderItem]:
+    return list(builder.generate_unit(raw, unit))
+
+
 def ordered_items(builder: Builder, raw: Path, *, engine: str = "local", workers: int = 1, progress: bool = False) -> Iterator[BuilderItem]:
     """The builder's items in :meth:`~omnivmed.builders.base.Builder.generate` order, computed by ``engine``."""
     check_engine(engine, workers)
@@ -46,16 +76,6 @@ def ordered_items(builder: Builder, raw: Path, *, engine: str = "local", workers
         yield from builder.generate(raw)
         return
     units = builder.work_units(raw)
-    if len(units) <= 1:
-        # Nothing to spread (the default single unit): run here, so a builder's state stays in this process.
-        for unit in units:
-            yield from builder.generate_unit(raw, unit)
-        return
-    if engine == "local":
-        from omnivmed.engines.local import pool_items
-
-        yield from pool_items(builder, raw, units, workers)
-    else:
-        from omnivmed.engines.ray_engine import ray_items
-
-        yield from ray_items(builder, raw, units, workers, progress=progress)
+    # A single unit (the default) runs here, so a builder's state (counters) stays in this process.
+    for items in ordered_map(partial(_unit_items, builder=builder, raw=raw), units, engine=engine, workers=workers, progress=progress):
+        yield from items

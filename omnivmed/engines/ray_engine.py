@@ -1,14 +1,15 @@
 """The Ray engine: work units mapped with Ray Data, taken back in unit order.
 
 ``ray.data.from_items`` holds the units (one block each, pickled: they are
-small), ``Dataset.map`` runs the builder's ``generate_unit`` on each with at
-most ``workers`` tasks at once, and the rows are read back with
-``preserve_order`` on, so the stream is the builder's order whatever node
-finished first. Ray Data's streaming executor keeps a bounded number of
-blocks in flight.
+small), ``Dataset.map`` runs the function on each with at most ``workers``
+tasks at once, and the rows are read back with ``preserve_order`` on, so the
+stream is the units' order whatever node finished first. Ray Data's streaming
+executor keeps a bounded number of blocks in flight. A task whose worker or
+node dies is run again by Ray (its unit is small and the function must be
+safe to repeat).
 
-Cluster: with ``RAY_ADDRESS`` set the build joins that cluster (every node
-needs omnivmed installed and the raw folder at the same path); otherwise it
+Cluster: with ``RAY_ADDRESS`` set the run joins that cluster (every node
+needs omnivmed installed and the inputs at the same path); otherwise it
 starts a local Ray with ``workers`` CPUs and stops it afterwards. A Ray
 already started in this process (a test, a notebook) is used as it is.
 """
@@ -18,20 +19,16 @@ from __future__ import annotations
 import logging
 import os
 import pickle
-from pathlib import Path
-from typing import Iterator
+from contextlib import contextmanager
+from typing import Callable, Iterable, Iterator, TypeVar
 
-from omnivmed.builders.base import Builder, BuilderItem, Unit
-
-
-def _run_unit(row: dict, builder: Builder, raw: str) -> dict:
-    """The map function: one unit in, its items (pickled, in order) out."""
-    unit = pickle.loads(row["unit"])
-    items = list(builder.generate_unit(Path(raw), unit))
-    return {"index": row["index"], "items": pickle.dumps(items, protocol=pickle.HIGHEST_PROTOCOL)}
+U = TypeVar("U")
+R = TypeVar("R")
 
 
-def ray_items(builder: Builder, raw: Path, units: list[Unit], workers: int, *, progress: bool = False) -> Iterator[BuilderItem]:
+@contextmanager
+def ray_session(workers: int, *, progress: bool = False) -> Iterator[None]:
+    """Ray joined (``RAY_ADDRESS``) or started locally, ordered Ray Data output; restored afterwards."""
     import ray
     import ray.data
 
@@ -57,20 +54,35 @@ def ray_items(builder: Builder, raw: Path, units: list[Unit], workers: int, *, p
     if not progress:
         quiet.setLevel(logging.ERROR)
     try:
-        rows = [{"index": i, "unit": pickle.dumps(unit, protocol=pickle.HIGHEST_PROTOCOL)} for i, unit in enumerate(units)]
-        dataset = ray.data.from_items(rows, override_num_blocks=len(rows)).map(
-            _run_unit, fn_kwargs={"builder": builder, "raw": str(raw)}, num_cpus=1, concurrency=workers
-        )
-        expected = 0
-        for row in dataset.iter_rows():
-            if row["index"] != expected:
-                raise RuntimeError(f"ray engine: unit {row['index']} came back where unit {expected} belongs")
-            expected += 1
-            yield from pickle.loads(row["items"])
-        if expected != len(units):
-            raise RuntimeError(f"ray engine: {expected} of {len(units)} units came back")
+        yield
     finally:
         context.execution_options.preserve_order, context.enable_progress_bars = saved
         quiet.setLevel(saved_level)
         if started:
             ray.shutdown()
+
+
+def _apply(row: dict, fn: Callable) -> dict:
+    """The map function: one pickled unit in, its pickled result out (any Python object survives)."""
+    result = fn(pickle.loads(row["unit"]))
+    return {"index": row["index"], "result": pickle.dumps(result, protocol=pickle.HIGHEST_PROTOCOL)}
+
+
+def ray_map(fn: Callable[[U], R], units: Iterable[U], workers: int, *, progress: bool = False, what: str = "unit") -> Iterator[R]:
+    """``fn(unit)`` for every unit on Ray Data, yielded in unit order (inside :func:`ray_session`)."""
+    import ray.data
+
+    rows = [{"index": i, "unit": pickle.dumps(unit, protocol=pickle.HIGHEST_PROTOCOL)} for i, unit in enumerate(units)]
+    if not rows:
+        return
+    dataset = ray.data.from_items(rows, override_num_blocks=len(rows)).map(
+        _apply, fn_kwargs={"fn": fn}, num_cpus=1, concurrency=workers
+    )
+    expected = 0
+    for row in dataset.iter_rows():
+        if row["index"] != expected:
+            raise RuntimeError(f"ray engine: {what} {row['index']} came back where {what} {expected} belongs")
+        expected += 1
+        yield pickle.loads(row["result"])
+    if expected != len(rows):
+        raise RuntimeError(f"ray engine: {expected} of {len(rows)} {what}s came back")
