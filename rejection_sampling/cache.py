@@ -82,7 +82,8 @@ class ReplyCache:
         self.path = Path(path)
         self.path.parent.mkdir(parents=True, exist_ok=True)
         try:
-            self._db = sqlite3.connect(str(self.path), isolation_level=None, check_same_thread=False)
+            # A generous busy timeout: worker processes of a spread run commit to the same file.
+            self._db = sqlite3.connect(str(self.path), isolation_level=None, check_same_thread=False, timeout=120.0)
             self._db.execute("PRAGMA journal_mode=WAL")
             self._db.execute("PRAGMA synchronous=FULL")
             self._db.executescript(_SCHEMA)

@@ -10,22 +10,26 @@ import time
 from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable
+from functools import partial
+from typing import Callable, Iterator
 
 from tqdm import tqdm
 
 from omnivmed.data.output import Reject
 from omnivmed.rejection_sampling.batch import IngestReport, ingest_batch_output, write_batch_files
 from omnivmed.rejection_sampling.cache import CACHE_NAME, ReplyCache
-from omnivmed.rejection_sampling.client import EndpointClient
+from omnivmed.rejection_sampling.chunks import answer_clips, caption_chunk, chunked, merged_requester
 from omnivmed.rejection_sampling.clip_inputs import ClipInput, read_clips, windows_path
 from omnivmed.rejection_sampling.config import CaptionConfig
 from omnivmed.rejection_sampling.outputs import RunOutputs, SourceCardLookup, unknown_source, write_outputs
-from omnivmed.rejection_sampling.pipeline import CaptionPipeline, ClipOutcome
+from omnivmed.rejection_sampling.pipeline import ClipOutcome
 from omnivmed.rejection_sampling.preflight import preflight
 from omnivmed.rejection_sampling.requester import FailureKey, RequestEvent, Requester
 
 TOP_REASONS = 3
+
+# How a spread run maps its chunks: fn(chunk, open_cache=...) for each, in order, sharing the cache file.
+Spread = Callable[[Callable, list, Path], Iterator]
 
 
 def format_rate(rps: float) -> str:
@@ -107,11 +111,17 @@ def caption_run(
     warn: Callable[[str], None] = lambda line: None,
     on_request: Callable[[RequestEvent], None] | None = None,
     check_endpoints: bool = True,
+    spread: Spread | None = None,
+    clips_per_task: int = 16,
 ) -> RunResult:
     """``warn`` gets pre-flight warnings and, as it happens, the first failure of each endpoint and
     error; ``on_request`` every request an endpoint answered or failed. An online run first checks
     every endpoint (:func:`~omnivmed.rejection_sampling.preflight.preflight`): one that is down
-    raises :class:`~omnivmed.rejection_sampling.preflight.PreflightError` before anything is sent or written."""
+    raises :class:`~omnivmed.rejection_sampling.preflight.PreflightError` before anything is sent or written.
+
+    ``spread`` (online runs) answers chunks of ``clips_per_task`` consecutive clips in workers
+    (``omnivmed.engines.shared_cache.map_with_cache``): the outputs are the same bytes; progress and
+    first-failure warnings then come a chunk at a time, and ``on_request`` is not called."""
     mode = "dry_run" if dry_run else ("batch" if batch_write is not None else "online")
     windows = windows_path(windows)
     out = Path(out)
@@ -124,7 +134,10 @@ def caption_run(
         ingested = [ingest_batch_output(cache, path, run) for path in batch_ingest]
         hooks = _Hooks(config, warn, on_request, progress)
         try:
-            outcomes, requester, wall = asyncio.run(_caption(clips, config, cache, run, mode, progress, hooks))
+            if spread is not None and mode == "online":
+                outcomes, requester, wall = _spread(clips, config, run, spread, clips_per_task, cache.path, hooks, progress)
+            else:
+                outcomes, requester, wall = asyncio.run(answer_clips(clips, config, cache, run, mode, progress, hooks))
         finally:
             hooks.close()
         result = RunResult(outputs=None, ingested=ingested, warnings=warnings, failed_requests=requester.failures)
@@ -169,18 +182,28 @@ class _Hooks:
         if self.on_request is not None:
             self.on_request(event)
 
+    def announce_failures(self, failures: Counter) -> None:
+        """A spread run's first failure of each endpoint and kind, as a chunk reports them."""
+        for key in failures:
+            if (key.endpoint, key.kind) not in self.announced:
+                self.announced.add((key.endpoint, key.kind))
+                self.warn(f"request failed: {key.describe()} (the next run asks again; further failures are counted)")
+
     def close(self) -> None:
         self.bar.close()
 
 
-async def _caption(clips: list[ClipInput], config: CaptionConfig, cache: ReplyCache, run: int, mode: str, progress: bool, hooks=None):
-    clients = {e.name: EndpointClient(e) for e in config.endpoints()} if mode == "online" else {}
-    requester = Requester(cache, clients, run, mode, secrets=config.secrets(), on_request=hooks)
+def _spread(clips, config: CaptionConfig, run: int, spread: Spread, clips_per_task: int, cache_path: Path, hooks: "_Hooks", progress: bool):
+    """Chunks of clips answered by ``spread``'s workers, taken back in clip order."""
     start = time.perf_counter()
+    bar = tqdm(total=len(clips), desc="caption", unit="clip", disable=not progress)
+    results = []
     try:
-        outcomes = await CaptionPipeline(config, requester).run(clips, progress=progress)
+        for result in spread(partial(caption_chunk, config=config, run=run), chunked(clips, clips_per_task), cache_path):
+            results.append(result)
+            hooks.announce_failures(result.failures)
+            bar.update(len(result.outcomes))
     finally:
-        for client in clients.values():
-            await client.aclose()
-        requester.close()
-    return outcomes, requester, time.perf_counter() - start
+        bar.close()
+    outcomes = [outcome for result in results for outcome in result.outcomes]
+    return outcomes, merged_requester(results, run), time.perf_counter() - start

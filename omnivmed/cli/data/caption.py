@@ -95,6 +95,12 @@ def caption(
     ] = False,
     cache: Annotated[Optional[Path], typer.Option("--cache", help="Request cache file (default: OUT/requests.sqlite).")] = None,
     progress: ProgressOpt = None,
+    engine: Annotated[
+        str,
+        typer.Option("--engine", help="Where requests are made: local (this machine) or ray (RAY_ADDRESS's cluster, else a local Ray). Same bytes either way."),
+    ] = "local",
+    workers: Annotated[int, typer.Option("--workers", help="Processes (local) or concurrent Ray tasks, each captioning chunks of clips.")] = 1,
+    clips_per_task: Annotated[int, typer.Option("--clips-per-task", min=1, help="Clips in one chunk of work when --workers > 1 or --engine ray.")] = 16,
 ) -> None:
     """Caption video clips through OpenAI-compatible endpoints, score them with LLM judges, keep the best passing one."""
     from omnivmed.rejection_sampling.cache import CacheError
@@ -104,9 +110,16 @@ def caption(
     from omnivmed.rejection_sampling.preflight import PreflightError
     from omnivmed.data.output import OutputBusy
     from omnivmed.rejection_sampling.run import caption_run
+    from omnivmed.engines import EngineError
+    from omnivmed.engines.shared_cache import spread_for
 
     if dry_run and batch_write is not None:
         fail("--dry-run and --batch-write exclude each other", code=2)
+    show = show_progress() if progress is None else progress
+    try:
+        spread = spread_for(engine, workers, progress=show)
+    except EngineError as err:
+        fail(str(err), code=2)
     try:
         settings = load_config(config) if config else default_config()
         settings = settings.with_overrides(candidates=candidates, extra_rounds=rounds, seed=seed)
@@ -122,11 +135,13 @@ def caption(
             batch_ingest=tuple(batch_ingest or ()),
             require_qa=not keep_unannotated,
             cache_path=cache,
-            progress=show_progress() if progress is None else progress,
+            progress=show,
             source_card=builder_source_card,
             warn=warn,
+            spread=spread,
+            clips_per_task=clips_per_task,
         )
-    except (ConfigError, ClipInputError, CacheError, OutputBusy) as err:
+    except (ConfigError, ClipInputError, CacheError, OutputBusy, EngineError) as err:
         fail(str(err), code=2)
     except PreflightError as err:
         fail(str(err), code=1)
