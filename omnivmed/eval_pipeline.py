@@ -42,6 +42,8 @@ class PredictOptions:
     backoff_s: float = 1.0
     cache: Path | None = None
     train_gt: Path | None = None  # the majority baseline's train split (default: the ground truth's manifest)
+    engine: str = "local"  # endpoint predictions: where requests are made (omnivmed.engines)
+    workers: int = 1
 
     def check(self) -> None:
         if self.baseline not in (None, "majority", "blind"):
@@ -60,6 +62,12 @@ class PredictOptions:
             raise EvalInputError(f"--endpoint {self.endpoint}: name the model it serves with --model NAME")
         if self.model and not self.endpoint and chosen != ["model"]:
             raise EvalInputError(f"--model {self.model}: a model name goes with --endpoint URL; alone, --model is a local model folder")
+        from omnivmed.engines import EngineError, check_engine
+
+        try:
+            check_engine(self.engine, self.workers)
+        except EngineError as err:
+            raise EvalInputError(str(err)) from None
         get_template(self.template)
 
 
@@ -145,7 +153,10 @@ class Predicting:
             max_tokens=o.max_tokens,
             max_frames=o.max_frames,
         )
-        return EndpointPredictor(settings, o.cache or self.out / CACHE_NAME, images=images, system=None if images else BLIND_SYSTEM)
+        from omnivmed.engines.shared_cache import spread_for
+
+        spread = spread_for(o.engine, o.workers) if o.endpoint else None  # the offline demo model serves one process
+        return EndpointPredictor(settings, o.cache or self.out / CACHE_NAME, images=images, system=None if images else BLIND_SYSTEM, spread=spread)
 
     def predict(self, benchmark: Benchmark, manifest: Path, records: list[GtRecord]) -> PredictResult:
         from omnivmed.eval_predict import FilePredictor, LocalModelPredictor, MajorityPredictor, record_run, save_predictions

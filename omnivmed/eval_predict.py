@@ -70,15 +70,16 @@ def _const(data: bytes) -> bytes:
 class EndpointPredictor:
     """Any OpenAI-compatible chat endpoint; ``images=False`` makes it the ``blind`` baseline."""
 
-    def __init__(self, settings: EndpointSettings, cache_path: Path, *, images: bool = True, system: str | None = None):
+    def __init__(self, settings: EndpointSettings, cache_path: Path, *, images: bool = True, system: str | None = None, spread=None):
         self.settings = settings
         self.cache_path = Path(cache_path)
         self.images = images
         self.system = system
+        self.spread = spread  # None: one process; else omnivmed.engines.shared_cache.spread_for(...)
         self.name = "endpoint" if images else "blind"
 
     def with_base_url(self, base_url: str) -> "EndpointPredictor":
-        return EndpointPredictor(replace(self.settings, base_url=base_url), self.cache_path, images=self.images, system=self.system)
+        return EndpointPredictor(replace(self.settings, base_url=base_url), self.cache_path, images=self.images, system=self.system, spread=self.spread)
 
     def _media(self, record: GtRecord):
         from omnivmed.rejection_sampling.chat_request import Media
@@ -122,7 +123,7 @@ class EndpointPredictor:
             return sum(1 for r in requests if self.chat_request(r).key not in cache)
 
     def predict(self, requests: Sequence[PredictRequest]) -> PredictOutcome:
-        answers = ask_all(self.settings, self.cache_path, [self.chat_request(r) for r in requests])
+        answers = ask_all(self.settings, self.cache_path, [self.chat_request(r) for r in requests], spread=self.spread)
         outcome = PredictOutcome(predictions=[], sent=answers.sent, cached=answers.cached)
         for request, (text, failure) in zip(requests, answers.replies):
             if failure is not None:
@@ -148,11 +149,31 @@ class Answers:
     cached: int
 
 
-def ask_all(settings: EndpointSettings, cache_path: Path, chats: Sequence) -> Answers:
-    """Every chat request answered from the cache, else the endpoint (retries, backoff, pool); one run."""
+# Questions in one chunk of work when predictions are spread over workers.
+QUESTIONS_PER_TASK = 64
+
+
+def ask_all(settings: EndpointSettings, cache_path: Path, chats: Sequence, *, spread=None) -> Answers:
+    """Every chat request answered from the cache, else the endpoint (retries, backoff, pool); one run.
+
+    ``spread`` answers chunks of questions in workers that share the cache
+    (``omnivmed.engines.shared_cache``); the answers come back in request order either way."""
     with open_cache(cache_path) as cache:
         run = cache.begin_run("online")
+        if spread is None:
+            return asyncio.run(_ask_all(settings, cache, run, chats))
+    chunks = [list(chats[i : i + QUESTIONS_PER_TASK]) for i in range(0, len(chats), QUESTIONS_PER_TASK)]
+    parts = list(spread(partial(ask_chunk, settings=settings, run=run), chunks, cache_path))
+    return Answers([reply for part in parts for reply in part.replies], sum(p.sent for p in parts), sum(p.cached for p in parts))
+
+
+def ask_chunk(chats: list, *, settings: EndpointSettings, run: int, open_cache) -> Answers:
+    """One chunk of questions, in a worker, against the run's shared cache (safe to repeat)."""
+    cache = open_cache()
+    try:
         return asyncio.run(_ask_all(settings, cache, run, chats))
+    finally:
+        cache.close()
 
 
 async def _ask_all(settings: EndpointSettings, cache, run: int, chats) -> Answers:

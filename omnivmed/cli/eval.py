@@ -47,6 +47,8 @@ def _predict_options(parser: argparse.ArgumentParser) -> None:
     group.add_argument("--retries", type=int, default=5, help="retries on 5xx, 429, timeouts and dropped connections (default 5)")
     group.add_argument("--backoff", type=float, default=1.0, help="base of the jittered exponential backoff, seconds (default 1)")
     group.add_argument("--cache", type=Path, help="request cache (default OUT/requests.sqlite)")
+    group.add_argument("--engine", default="local", help="with --endpoint: local (this machine) or ray (RAY_ADDRESS's cluster, else a local Ray); same predictions either way")
+    group.add_argument("--workers", type=int, default=1, help="with --endpoint: processes (local) or concurrent Ray tasks, each asking chunks of 64 questions (default 1)")
     group.add_argument("--train-gt", type=Path, help="majority baseline: where the train split is (default: the ground truth's manifest)")
 
 
@@ -124,6 +126,8 @@ def _predict_options_from(args):
         backoff_s=args.backoff,
         cache=args.cache,
         train_gt=args.train_gt,
+        engine=args.engine,
+        workers=args.workers,
     )
 
 

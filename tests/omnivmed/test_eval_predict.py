@@ -164,3 +164,28 @@ def test_killed_predict_run_resumes_with_zero_repeats(staged, tmp_path, seed):
     assert len(predictions) == 451 and {p.text for p in predictions} == {"yes", "axial"}
     run = json.loads((out / "run.json").read_text())
     assert run["predictor"] == "endpoint" and run["benchmarks"]["vqa_rad"]["answered"] == 451
+
+
+@pytest.mark.parametrize("engine", ["local", pytest.param("ray", marks=pytest.mark.slow)])
+def test_spread_predictions_equal_one_process(staged, tmp_path, engine, monkeypatch):
+    """Chunks of questions asked by 2 workers sharing the cache: the same predictions, each question asked once."""
+    import omnivmed.eval_predict as eval_predict
+    from omnivmed.engines.shared_cache import spread_for
+
+    monkeypatch.setattr(eval_predict, "QUESTIONS_PER_TASK", 5)  # 16 questions: 4 chunks over 2 workers
+    _, requests = questions(staged, "vqa_rad", 12)
+    _, clip_requests = questions(staged, "cholec80_vqa")
+    every = requests + clip_requests
+
+    def faults(key, body, seen):
+        return HttpError(503) if seen == 0 and int(key[:8], 16) % 3 == 0 else None
+
+    with LocalServer(Answers()) as server:
+        plain = EndpointPredictor(settings(server.base_url), tmp_path / "plain.sqlite").predict(every)
+    with LocalServer(Answers(faults)) as server:
+        spread = EndpointPredictor(settings(server.base_url), tmp_path / "spread.sqlite", spread=spread_for(engine, 2)).predict(every)
+        replies = server.keys("reply")
+    assert len(replies) == len(set(replies)) == 16 and spread.sent == 16 and not spread.failures
+    assert spread.predictions == plain.predictions
+    with ReplyCache(tmp_path / "spread.sqlite") as cache:
+        assert cache.keys() == set(replies)
