@@ -132,3 +132,9 @@ def _frame_labels(kind: str, meta: dict, keep: list[int]) -> list[str]:
     if kind == "volume":
         return [f"slice {indices[i] if indices else i}" for i in keep]
     return ["" for _ in keep]
+
+
+def write_sample_page(manifest: Manifest, row: dict, out: Path) -> None:
+    """A page of one sample (``omnivmed-data show --html``): the same template and layout as the set's preview."""
+    payload = {"name": manifest.name, "rows": manifest.rows, "note": f"sample {row['id']}", "samples": [_page_sample(row)]}
+    write_if_changed(Path(out), render_page(f"{manifest.name}: {row['id']}", payload).encode())

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import typer
 
-from omnivmed.cli.data import caption, export, manifests, mix, preview, sources
+from omnivmed.cli.data import caption, export, manifests, mix, preview, show, sources
 
 app = typer.Typer(
     name="omnivmed-data",
@@ -18,6 +18,7 @@ manifests.register(app)
 mix.register(app)
 preview.register(app)
 export.register(app)
+show.register(app)
 caption.register(app)
 
 
