@@ -74,6 +74,24 @@ def test_endpoint_down_is_one_line_at_once_naming_url_and_error_class(windows, t
     assert not (tmp_path / "out").exists()  # nothing written, not even the cache
 
 
+def test_endpoint_down_after_a_finished_run_writes_the_outputs_from_the_cache(windows, tmp_path):
+    out = tmp_path / "out"
+    with LocalServer(Script()) as server:
+        assert caption(windows, out, config_file(tmp_path / "up.yaml", server.base_url)).exit_code == 0
+    finished = {name: (out / name).read_bytes() for name in ("candidates.arrow", "manifest.json", "summary.json")}
+    down = f"http://127.0.0.1:{free_port()}/v1"
+    result = caption(windows, out, config_file(tmp_path / "down.yaml", down))
+    assert result.exit_code == 0, result.output
+    assert "is unreachable" in result.output and "every request is in the cache" in one_line(result.output)
+    assert {name: (out / name).read_bytes() for name in finished} == finished
+    # One more clip than the cache holds: the endpoint is needed, so it is an error again.
+    partial = tmp_path / "partial"
+    with LocalServer(Script()) as server:
+        assert caption(windows, partial, config_file(tmp_path / "up.yaml", server.base_url), "--limit", "2").exit_code == 0
+    result = caption(windows, partial, config_file(tmp_path / "down.yaml", down), "--limit", "3")
+    assert result.exit_code == 1 and "nothing was sent" in one_line(result.output)
+
+
 def test_preflight_checks_each_url_once_and_every_endpoint(monkeypatch):
     with LocalServer(Script()) as up:
         down = f"http://127.0.0.1:{free_port()}/v1"
