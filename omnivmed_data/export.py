@@ -204,6 +204,20 @@ def dataset_info(name: str, files: dict[str, str]) -> dict:
     }
 
 
+def verified_splits(manifest_path: Path, splits) -> tuple[Manifest, list[str]]:
+    """The manifest (its shards verified) and the splits to export: ``splits``, or every split it has."""
+    manifest = Manifest.load(manifest_path)
+    problems = verify_manifest(manifest_path, manifest)
+    if problems:
+        raise ExportError(f"{manifest_path} does not verify ({len(problems)} problem(s)), first: {problems[0]}")
+    present = list(dict.fromkeys(s.split for s in manifest.shards))
+    wanted = present if not splits else list(splits)
+    unknown = [s for s in wanted if s not in present]
+    if unknown:
+        raise ExportError(f"{manifest_path} has no split {', '.join(unknown)}; it has {', '.join(present) or 'none'}")
+    return manifest, wanted
+
+
 def export_manifest(
     manifest_path: Path,
     out: Path,
@@ -217,15 +231,7 @@ def export_manifest(
     if fmt not in FORMATS:
         raise ExportError(f"format {fmt!r} is not one of {', '.join(FORMATS)}")
     manifest_path, out = Path(manifest_path), Path(out)
-    manifest = Manifest.load(manifest_path)
-    problems = verify_manifest(manifest_path, manifest)
-    if problems:
-        raise ExportError(f"{manifest_path} does not verify ({len(problems)} problem(s)), first: {problems[0]}")
-    present = list(dict.fromkeys(s.split for s in manifest.shards))
-    wanted = present if not splits else splits
-    unknown = [s for s in wanted if s not in present]
-    if unknown:
-        raise ExportError(f"{manifest_path} has no split {', '.join(unknown)}; it has {', '.join(present) or 'none'}")
+    manifest, wanted = verified_splits(manifest_path, splits)
 
     media, dropped = _Media(out, media_root), Counter()
     records: dict[str, int] = {}

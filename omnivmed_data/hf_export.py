@@ -49,10 +49,10 @@ from tqdm import tqdm
 from omnivmed.data.batches import stream_batches
 from omnivmed.data.card_stats import collect_stats
 from omnivmed.data.datacard import FIGURES_DIR, STATS_NAME, render_datacard
-from omnivmed.data.export import SUMMARY_NAME, ExportError
+from omnivmed.data.export import SUMMARY_NAME, ExportError, verified_splits
 from omnivmed.data.fileio import fsync_dir, temporary_name, write_if_changed
 from omnivmed.data.figures import write_figures
-from omnivmed.data.manifest import Manifest, shard_path, verify_manifest
+from omnivmed.data.manifest import Manifest, shard_path
 
 DATA_DIR = "data"
 CARD_NAME = "README.md"
@@ -268,15 +268,7 @@ def export_hf(
 ) -> HfExportResult:
     """Export the shards of ``manifest_path`` (verified first) into ``out`` as a Hub dataset folder."""
     manifest_path, out = Path(manifest_path), Path(out)
-    manifest = Manifest.load(manifest_path)
-    problems = verify_manifest(manifest_path, manifest)
-    if problems:
-        raise ExportError(f"{manifest_path} does not verify ({len(problems)} problem(s)), first: {problems[0]}")
-    present = list(dict.fromkeys(s.split for s in manifest.shards))
-    wanted = present if not splits else splits
-    unknown = [s for s in wanted if s not in present]
-    if unknown:
-        raise ExportError(f"{manifest_path} has no split {', '.join(unknown)}; it has {', '.join(present) or 'none'}")
+    manifest, wanted = verified_splits(manifest_path, splits)
     sources = sorted(manifest.counts.get("source", {})) or sorted({c.name for c in manifest.sources})
     bad = [s for s in sources if s == DEFAULT_CONFIG or not _CONFIG_NAME.match(s)]
     if bad:

@@ -35,21 +35,12 @@ C = TypeVar("C")
 R = TypeVar("R")
 
 
-@dataclass(frozen=True)
-class ReplyLabel:
-    """What the cache stores of a request besides its reply (never its messages: they may hold frames)."""
+def stored(request) -> "StoredRequest":
+    """What the cache stores of a request besides its reply: never its messages (they may hold frames)."""
+    from omnivmed.rejection_sampling.batch import StoredRequest
 
-    key: str
-    stage: str
-    endpoint: str
-    model: str
-    clip_id: str
-    candidate: int
-    attempt: int
-
-    @classmethod
-    def of(cls, request) -> "ReplyLabel":
-        return cls(request.key, request.stage, request.endpoint, request.model, request.clip_id, request.candidate, request.attempt)
+    return StoredRequest(request.key, request.stage, request.endpoint, request.model, request.clip_id, request.candidate,
+                         request.attempt, request.prompt_version)
 
 
 class CacheKeeper:
@@ -63,10 +54,10 @@ class CacheKeeper:
     def get(self, key: str):
         return self.cache.get(key)
 
-    def put(self, label: ReplyLabel, response: dict, origin: str):
+    def put(self, label, response: dict, origin: str):
         return self.cache.put(label, response, origin)
 
-    def record_failure(self, run: int, label: ReplyLabel, kind: str, detail: str, tries: int) -> bool:
+    def record_failure(self, run: int, label, kind: str, detail: str, tries: int) -> bool:
         return self.cache.record_failure(run, label, kind, detail, tries)
 
     def close(self) -> None:
@@ -87,12 +78,12 @@ class RemoteCache:
     def put(self, request, response: dict, origin: str = "online"):
         import ray
 
-        return ray.get(self.keeper.put.remote(ReplyLabel.of(request), response, origin))
+        return ray.get(self.keeper.put.remote(stored(request), response, origin))
 
     def record_failure(self, run: int, request, kind: str, detail: str, tries: int) -> bool:
         import ray
 
-        return ray.get(self.keeper.record_failure.remote(run, ReplyLabel.of(request), kind, detail, tries))
+        return ray.get(self.keeper.record_failure.remote(run, stored(request), kind, detail, tries))
 
     def close(self) -> None:
         pass  # the keeper stays up for the other workers
