@@ -36,7 +36,8 @@ $(STAMP): pyproject.toml
 
 instruct-dataset: $(STAMP)
 	$(BIN)/omnivmed-data instruct-dataset --recipe $(RECIPE) --raw $(RAW) --staged $(STAGED) \
-		$(if $(DOWNLOAD),--download) $(if $(CAPTION_ENDPOINT),--caption-endpoint $(CAPTION_ENDPOINT))
+		$(if $(DOWNLOAD),--download) $(if $(CAPTION_ENDPOINT),--caption-endpoint $(CAPTION_ENDPOINT)) \
+		$(if $(ENGINE),--engine $(ENGINE)) $(if $(WORKERS),--workers $(WORKERS))
 
 test: $(STAMP)
 	HF_HUB_OFFLINE=1 HF_DATASETS_OFFLINE=1 $(BIN)/python -m pytest

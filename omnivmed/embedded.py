@@ -22,6 +22,7 @@ from omnivmed.data.fileio import write_if_changed
 from omnivmed.data.manifest import Manifest
 from omnivmed.data.mix import MixResult, mix_and_publish, plan_mix
 from omnivmed.data.recipe import load_recipe
+from omnivmed.engines.stages import engine_session, unit_mapper
 from omnivmed.surgical_demo import write_demo_tree
 
 EMBEDDED_NAME = "omnivmed-embedded"
@@ -94,13 +95,26 @@ def build_embedded(
 
 
 def mix_embedded(
-    out: Path, data_dir: Path | None = None, *, manifests_dir: Path | None = None, progress: bool = True
+    out: Path,
+    data_dir: Path | None = None,
+    *,
+    manifests_dir: Path | None = None,
+    progress: bool = True,
+    engine: str = "local",
+    workers: int = 1,
 ) -> MixResult:
     """Build the vendored sources (staged beside ``out``); mix stage 3 into ``out``, stages 1 and 2 beside it.
 
     ``out-stage1/`` and ``out-stage2/`` hold the earlier stages' mixes; every mix is published to
-    ``manifests_dir`` (``<recipe name>.manifest.json``) with its data card beside its shards.
+    ``manifests_dir`` (``<recipe name>.manifest.json``) with its data card beside its shards. The
+    builds and mixes run on ``engine`` with ``workers`` (the same bytes whatever they are).
     """
+    with engine_session(engine, workers, progress=progress):  # one Ray for every build and mix
+        return _mix_embedded(out, data_dir, manifests_dir=manifests_dir, progress=progress, engine=engine, workers=workers)
+
+
+def _mix_embedded(out: Path, data_dir: Path | None, *, manifests_dir: Path | None, progress: bool, engine: str, workers: int) -> MixResult:
+    map_units = unit_mapper(engine, workers, progress=progress)
     data_dir = Path(data_dir) if data_dir else embedded_data_dir()
     out = Path(out)
     work = sources_dir(out)
@@ -123,11 +137,13 @@ def mix_embedded(
         }
     }
     for name, raw in raws.items():
-        build_source(get_builder(name, options.get(name)), raw, work / "staged" / name, progress=progress)
+        build_source(get_builder(name, options.get(name)), raw, work / "staged" / name, progress=progress, engine=engine, workers=workers)
     # Stages 1 and 2 beside the main (stage-3) mix, so `omnivmed-train --shards manifests/` runs all three.
     for stage in (1, 2):
         recipe = load_recipe(embedded_recipe_path(stage))
         plan = plan_mix(recipe, work / "staged")
-        mix_and_publish(plan, out.parent / f"{out.name}-stage{stage}", manifests_dir=manifests_dir, progress=progress, notes=NOTES)
+        mix_and_publish(
+            plan, out.parent / f"{out.name}-stage{stage}", manifests_dir=manifests_dir, progress=progress, notes=NOTES, map_units=map_units
+        )
     plan = plan_mix(load_recipe(embedded_recipe_path(3)), work / "staged")
-    return mix_and_publish(plan, out, manifests_dir=manifests_dir, progress=progress, notes=NOTES)
+    return mix_and_publish(plan, out, manifests_dir=manifests_dir, progress=progress, notes=NOTES, map_units=map_units)

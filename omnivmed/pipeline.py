@@ -6,6 +6,9 @@ captioner reads. Steps that cannot run are said plainly (a source the user
 lacks, with how to get it; captioning without an endpoint) and the mix takes
 what is staged. With nothing staged at all (a fresh clone) it falls back to
 the embedded default, which is itself a recipe mix with the full data card.
+
+``engine`` and ``workers`` go to every build, windows and mix step (the same
+bytes whatever they are); neither is written anywhere.
 """
 
 from __future__ import annotations
@@ -22,6 +25,8 @@ from omnivmed.data.output import OutputBusy
 from omnivmed.embedded import EMBEDDED_NAME, mix_embedded
 from omnivmed.data.mix import MixResult, NothingStaged, mix_and_publish, plan_mix
 from omnivmed.data.recipe import Recipe, RecipeEntry, load_recipe
+from omnivmed.engines import check_engine
+from omnivmed.engines.stages import engine_session, unit_mapper
 
 CAPTION_ENDPOINT_ENV = "OMNIVMED_CAPTION_ENDPOINT"
 
@@ -37,6 +42,11 @@ class PipelineConfig:
     caption_endpoint: str | None = None
     strict: bool = False  # a missing source fails instead of being left out
     take_all: bool = False  # a shortfall takes all instead of failing
+    engine: str = "local"  # where builds, windows and the mix run: local or ray (omnivmed.engines)
+    workers: int = 1  # processes (local) or concurrent Ray tasks; 1 local worker is the plain path
+
+    def __post_init__(self):
+        check_engine(self.engine, self.workers)  # EngineError (one line) before any work
 
 
 @dataclass
@@ -53,6 +63,11 @@ class PipelineError(RuntimeError):
 
 
 def instruct_dataset(config: PipelineConfig, *, progress: bool = True, say: Callable[[str], None] = print) -> PipelineReport:
+    with engine_session(config.engine, config.workers, progress=progress):  # one Ray for every step
+        return _instruct_dataset(config, progress=progress, say=say)
+
+
+def _instruct_dataset(config: PipelineConfig, *, progress: bool, say: Callable[[str], None]) -> PipelineReport:
     recipe = load_recipe(config.recipe)  # a bad recipe stops here, before any work
     if config.take_all:
         recipe = recipe.with_shortfall("take_all")
@@ -67,7 +82,7 @@ def instruct_dataset(config: PipelineConfig, *, progress: bool = True, say: Call
             _download_and_build(entry, config, note, progress)
     for entry in recipe.entries:
         if entry.caption is not None:
-            _caption(entry, config, note, progress)
+            _caption(entry, config, note, progress, engine=config.engine, workers=config.workers)
 
     try:
         plan = plan_mix(recipe, config.staged_root, skip_missing=not config.strict)
@@ -80,11 +95,19 @@ def instruct_dataset(config: PipelineConfig, *, progress: bool = True, say: Call
 
     if plan is None:
         note(f"none of the {len(recipe.entries)} sources of {recipe.name} is staged: building the embedded default instead")
-        result = mix_embedded(Path(config.out_root) / EMBEDDED_NAME, manifests_dir=config.manifests_dir, progress=progress)
+        result = mix_embedded(
+            Path(config.out_root) / EMBEDDED_NAME,
+            manifests_dir=config.manifests_dir,
+            progress=progress,
+            engine=config.engine,
+            workers=config.workers,
+        )
         embedded = True
     else:
         out = Path(config.out_root) / recipe.name
-        result = mix_and_publish(plan, out, manifests_dir=config.manifests_dir, progress=progress)
+        result = mix_and_publish(
+            plan, out, manifests_dir=config.manifests_dir, progress=progress, map_units=unit_mapper(config.engine, config.workers, progress=progress)
+        )
         embedded = False
         for p in plan.entries:
             if p.shortfall:
@@ -129,7 +152,7 @@ def _download_and_build(entry: RecipeEntry, config: PipelineConfig, note: Callab
         return  # reported as missing after planning, with how to get it
     try:
         # require_rows: a build that accepted nothing writes no manifest, so the source stays "missing".
-        result = build_source(builder, raw, staged, progress=progress, require_rows=True)
+        result = build_source(builder, raw, staged, progress=progress, require_rows=True, engine=config.engine, workers=config.workers)
     except (LayoutError, NothingBuilt, OutputBusy, NotADirectoryError) as err:
         note(f"build: {entry.name}: {err}; skipped")
         return
@@ -141,7 +164,9 @@ def caption_endpoint(config: PipelineConfig) -> str | None:
     return config.caption_endpoint or os.environ.get(CAPTION_ENDPOINT_ENV) or None
 
 
-def _caption(entry: RecipeEntry, config: PipelineConfig, note: Callable[[str], None], progress: bool) -> None:
+def _caption(
+    entry: RecipeEntry, config: PipelineConfig, note: Callable[[str], None], progress: bool, *, engine: str = "local", workers: int = 1
+) -> None:
     spec = entry.caption
     assert spec is not None
     endpoint = caption_endpoint(config)
@@ -157,6 +182,8 @@ def _caption(entry: RecipeEntry, config: PipelineConfig, note: Callable[[str], N
         return
     from omnivmed.builders.surgical import SurgicalVqaBuilder
     from omnivmed.caption_inputs import builder_source_card, write_caption_inputs
+    from omnivmed.engines.shared_cache import spread_for
+    from omnivmed.engines.windows import windows_builder
     from omnivmed.rejection_sampling.config import default_config, load_config
     from omnivmed.rejection_sampling.preflight import PreflightError
     from omnivmed.rejection_sampling.run import caption_run
@@ -164,13 +191,15 @@ def _caption(entry: RecipeEntry, config: PipelineConfig, note: Callable[[str], N
     builder = get_builder(spec.windows_of, dict(spec.options))
     if not isinstance(builder, SurgicalVqaBuilder):
         raise PipelineError(f"{config.recipe}: sources.{entry.name}.caption: {spec.windows_of} is not a surgical video source")
-    windows = write_caption_inputs(builder, raw, Path(config.staged_root) / f"{entry.staged}-windows", step=spec.step, progress=progress)
+    cutter = windows_builder(builder, engine=engine, workers=workers, progress=progress)
+    windows = write_caption_inputs(cutter, raw, Path(config.staged_root) / f"{entry.staged}-windows", step=spec.step, progress=progress)
     # The endpoint is a URL (the paper's judges on one server) or a captioning config file.
     settings = load_config(Path(endpoint)) if Path(endpoint).is_file() else default_config(endpoint)
     staged = Path(config.staged_root) / entry.staged
     try:
         result = caption_run(
-            windows.path, staged, settings, progress=progress, source_card=builder_source_card, warn=lambda line: note(f"caption: {entry.name}: {line}")
+            windows.path, staged, settings, progress=progress, source_card=builder_source_card, warn=lambda line: note(f"caption: {entry.name}: {line}"),
+            spread=spread_for(engine, workers, progress=progress),
         )
     except PreflightError as err:
         note(f"caption: {entry.name}: {err}; skipped")

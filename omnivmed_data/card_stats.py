@@ -18,6 +18,7 @@ import pyarrow.compute as pc
 
 from omnivmed.data.batches import stream_batches
 from omnivmed.data.manifest import COUNT_AXES, Manifest, shard_path
+from omnivmed.data.token_counts import conversation_texts, count_tokens
 
 CROSS = (("source", "split"), ("task", "modality"), ("visual_kind", "modality"), ("source", "task"))
 WORD_PIECES = re.compile(r"\w+|[^\w\s]")
@@ -79,15 +80,18 @@ def _quantile(ordered: list[tuple[int, int]], total: int, q: float) -> int:
 
 
 def collect_stats(manifest_path: Path, manifest: Manifest, tokenizer=None) -> CardStats:
-    """``tokenizer``: a ``tokenizers.Tokenizer`` to count real tokens; else word pieces (named in the output)."""
+    """``tokenizer``: a ``tokenizers.Tokenizer`` or the name of an offline tokenizer (``qwen2.5``, as a
+    recipe's token filter names it) to count real tokens; else word pieces (named in the output)."""
     stats = CardStats(manifest.name, manifest.rows, {axis: dict(manifest.counts.get(axis, {})) for axis in COUNT_AXES})
     stats.cross = {",".join(pair): Counter() for pair in CROSS}
-    if tokenizer is not None:
+    if isinstance(tokenizer, str):
+        stats.tokens_counted_with = f"{tokenizer} tokenizer"
+    elif tokenizer is not None:
         stats.tokens_counted_with = "tokenizer given to the data card"
     for shard in manifest.shards:
         for batch in stream_batches(shard_path(manifest_path, shard)):
             columns = {name: batch.column(name).to_pylist() for name in _LABELS}
-            texts = ["\n".join(t["content"] for t in turns) for turns in batch.column("conversations").to_pylist()]
+            texts = conversation_texts(batch.column("conversations"))
             for pair in CROSS:
                 stats.cross[",".join(pair)].update(zip(columns[pair[0]], columns[pair[1]]))
             stats.tokens.update(_count_tokens(texts, tokenizer))
@@ -99,4 +103,6 @@ def collect_stats(manifest_path: Path, manifest: Manifest, tokenizer=None) -> Ca
 def _count_tokens(texts: list[str], tokenizer) -> list[int]:
     if tokenizer is None:
         return [len(WORD_PIECES.findall(text)) for text in texts]
+    if isinstance(tokenizer, str):
+        return count_tokens(texts, tokenizer).tolist()
     return [len(e.ids) for e in tokenizer.encode_batch(texts, add_special_tokens=False)]

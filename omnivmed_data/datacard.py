@@ -102,6 +102,14 @@ def _recipe_section(manifest: Manifest) -> list[str]:
             f"| {e} | {get('staged')} | {get('splits')} | {get('tasks')} | {get('take')} | "
             f"{counters.get(f'recipe.{e}.available', 0):,} | {counters.get(f'recipe.{e}.taken', 0):,} | {get('stage')} |"
         )
+    filtered = [e for e in entries if f"recipe.{e}.filter" in options]
+    if filtered:
+        lines += ["", "Filters (rows of the entry's splits and tasks, then those passing its filter: the available ones):", ""]
+        lines += [
+            f"- `{e}`: {options[f'recipe.{e}.filter']}: {counters.get(f'recipe.{e}.before_filter', 0):,} before, "
+            f"{counters.get(f'recipe.{e}.available', 0):,} after"
+            for e in filtered
+        ]
     short = [(e, counters[f"recipe.{e}.shortfall"]) for e in entries if f"recipe.{e}.shortfall" in counters]
     if short:
         lines += ["", "Shortfalls (the recipe asked for more than the source holds; all of it was taken):", ""]

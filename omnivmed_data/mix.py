@@ -7,7 +7,9 @@ and draws row positions; only then is anything written. Copying streams each
 input shard batch by batch (plain reads, so memory stays one batch deep
 whatever the data's size), keeps the drawn rows in recipe order, and hands
 them to the one shard writer. The same recipe and seed give the same bytes;
-a re-run with nothing changed does nothing.
+a re-run with nothing changed does nothing. The copy's reads can run on an
+engine (``map_units``: the app's process pool or Ray), one input shard per
+unit, taken back in recipe order: the same bytes again.
 """
 
 from __future__ import annotations
@@ -16,7 +18,7 @@ import os
 from collections import Counter
 from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import Iterator
+from typing import Callable, Iterable, Iterator
 
 import numpy as np
 import pyarrow as pa
@@ -26,6 +28,7 @@ from tqdm import tqdm
 from omnivmed.data.batches import stream_batches
 from omnivmed.data.draw import Stratum, allocate, draw
 from omnivmed.data.fileio import write_if_changed
+from omnivmed.data.filters import FilterError, FilterPass
 from omnivmed.data.manifest import (
     InputFile,
     Manifest,
@@ -54,10 +57,11 @@ class EntryPlan:
     entry: RecipeEntry
     manifest_path: Path
     manifest: Manifest
-    available: int  # rows that pass the entry's split and task filters
+    available: int  # rows that pass the entry's split and task filters and its filter
     wanted: int  # what the recipe asks for
     strata: dict[Stratum, tuple[int, int]]  # (available, taken) per (task, modality)
     rows: np.ndarray = field(repr=False)  # drawn positions over the manifest's shards in order, ascending
+    before_filter: int = 0  # rows of the entry's splits and tasks before its filter (== available without one)
 
     @property
     def taken(self) -> int:
@@ -143,12 +147,13 @@ def _staged_problem(path: Path) -> str | None:
 
 
 def _task_words(entry: RecipeEntry) -> str:
-    return f" of task {'/'.join(entry.tasks)}" if entry.tasks else ""
+    words = f" of task {'/'.join(entry.tasks)}" if entry.tasks else ""
+    return words + (f" passing its filter ({entry.filter.describe()})" if entry.filter else "")
 
 
 def _plan_entry(entry: RecipeEntry, path: Path) -> tuple[EntryPlan, dict[Stratum, np.ndarray]]:
     manifest = Manifest.load(path)
-    members = _pool(path, manifest, entry)
+    members, before_filter = _filtered_pool(path, manifest, entry)
     available = sum(len(v) for v in members.values())
     plan = EntryPlan(
         entry=entry,
@@ -158,12 +163,18 @@ def _plan_entry(entry: RecipeEntry, path: Path) -> tuple[EntryPlan, dict[Stratum
         wanted=entry.take.wanted(available),
         strata={k: (len(v), 0) for k, v in sorted(members.items())},
         rows=np.zeros(0, dtype=np.int64),
+        before_filter=before_filter,
     )
     return plan, members
 
 
 def _pool(path: Path, manifest: Manifest, entry: RecipeEntry) -> dict[Stratum, np.ndarray]:
-    """Positions (over the manifest's shards in order) of the rows the entry may draw, by stratum.
+    """Positions (over the manifest's shards in order) of the rows the entry may draw, by stratum."""
+    return _filtered_pool(path, manifest, entry)[0]
+
+
+def _filtered_pool(path: Path, manifest: Manifest, entry: RecipeEntry) -> tuple[dict[Stratum, np.ndarray], int]:
+    """:func:`_pool`, and how many rows of the entry's splits and tasks there were before its ``filter``.
 
     Batches are read one at a time (not memory-mapped: touching a few columns of every batch of a
     mapped file faults in most of its pages, so resident memory would grow with the shard).
@@ -172,23 +183,35 @@ def _pool(path: Path, manifest: Manifest, entry: RecipeEntry) -> dict[Stratum, n
     offset = 0
     splits = pa.array(entry.splits)
     tasks = pa.array(entry.tasks) if entry.tasks else None
+    rows_filter = FilterPass(entry.filter, str(path)) if entry.filter else None
+    before = 0
     for shard in manifest.shards:
         for batch in _checked_batches(shard_path(path, shard)):
             mask = pc.is_in(batch.column("split"), value_set=splits)
             if tasks is not None:
                 mask = pc.and_(mask, pc.is_in(batch.column("task"), value_set=tasks))
-            positions = np.flatnonzero(mask.to_numpy(zero_copy_only=False)) + offset
+            mask = mask.to_numpy(zero_copy_only=False)
+            before += int(mask.sum())
+            if rows_filter is not None:
+                mask = rows_filter.mask(batch, mask)
+            positions = np.flatnonzero(mask) + offset
             offset += batch.num_rows
             if not len(positions):
                 continue
+            keep = pa.array(mask)
             keys = pc.binary_join_element_wise(
-                pc.filter(batch.column("task"), mask), pc.filter(batch.column("modality"), mask), "\x1f"
+                pc.filter(batch.column("task"), keep), pc.filter(batch.column("modality"), keep), "\x1f"
             ).dictionary_encode()
             codes = keys.indices.to_numpy(zero_copy_only=False)
             for code, key in enumerate(keys.dictionary.to_pylist()):
                 task, modality = key.split("\x1f")
                 parts.setdefault((task, modality), []).append(positions[codes == code])
-    return {k: np.concatenate(v) for k, v in parts.items()}
+    if rows_filter is not None:
+        try:
+            rows_filter.check()
+        except FilterError as err:
+            raise MixError(str(err)) from None
+    return {k: np.concatenate(v) for k, v in parts.items()}, before
 
 
 # --- writing --------------------------------------------------------------------
@@ -202,8 +225,14 @@ def run_mix(
     max_shard_bytes: int = DEFAULT_MAX_SHARD_BYTES,
     force: bool = False,
     progress: bool = True,
+    map_units: UnitMapper | None = None,
 ) -> MixResult:
-    """Write the drawn rows into ``out`` (shards + manifest.json) and publish ``manifests_dir/<name>.manifest.json``."""
+    """Write the drawn rows into ``out`` (shards + manifest.json) and publish ``manifests_dir/<name>.manifest.json``.
+
+    ``map_units`` (the app's engine, e.g. a process pool) reads the input shards: it is called as
+    ``map_units(read_drawn, units)`` over :func:`shard_draws` units and must give the results in unit
+    order (the builtin ``map`` does). None: read here, one batch at a time. The bytes are the same.
+    """
     out = Path(out)
     manifest_path = out / MANIFEST_NAME
     template = _manifest_template(plan)
@@ -214,10 +243,9 @@ def run_mix(
 
     bar = tqdm(total=plan.rows, desc=f"mix {plan.recipe.name}", unit="sample", disable=not progress)
     with OutputWriter(out, max_shard_bytes=max_shard_bytes) as writer:
-        for entry in plan.entries:
-            for row in _drawn_rows(entry):
-                writer.write_row(row)
-                bar.update(1)
+        for row in _plan_rows(plan, map_units):
+            writer.write_row(row)
+            bar.update(1)
         bar.close()
         writer.finish(template)
     published = _publish(template, manifest_path, manifests_dir)
@@ -231,20 +259,61 @@ def _checked_batches(path: Path) -> Iterator[pa.RecordBatch]:
         raise MixError(str(err)) from None
 
 
-def _drawn_rows(plan: EntryPlan) -> Iterator[dict]:
-    """The drawn rows of one entry, in shard and row order, one batch in memory at a time."""
-    offset = 0
+@dataclass(frozen=True)
+class ShardDraw:
+    """A unit of the copy: one input shard and the drawn rows in it (ascending positions in the shard)."""
+
+    path: Path
+    rows: np.ndarray = field(repr=False)
+
+
+# How an engine maps read_drawn over the units: results in unit order (the builtin map is one).
+UnitMapper = Callable[[Callable[[ShardDraw], list[pa.RecordBatch]], list[ShardDraw]], Iterable[list[pa.RecordBatch]]]
+
+
+def shard_draws(plan: EntryPlan) -> list[ShardDraw]:
+    """The entry's shards that hold drawn rows, in shard order."""
+    units, offset = [], 0
     for shard in plan.manifest.shards:
         lo, hi = np.searchsorted(plan.rows, [offset, offset + shard.rows])
         if hi > lo:
-            wanted = plan.rows[lo:hi] - offset
-            start = 0
-            for batch in _checked_batches(shard_path(plan.manifest_path, shard)):
-                a, b = np.searchsorted(wanted, [start, start + batch.num_rows])
-                if b > a:
-                    yield from batch.take(pa.array(wanted[a:b] - start)).to_pylist()
-                start += batch.num_rows
+            units.append(ShardDraw(shard_path(plan.manifest_path, shard), plan.rows[lo:hi] - offset))
         offset += shard.rows
+    return units
+
+
+def _drawn_batches(unit: ShardDraw) -> Iterator[pa.RecordBatch]:
+    """The unit's drawn rows in row order, one input batch in memory at a time."""
+    start = 0
+    for batch in _checked_batches(unit.path):
+        a, b = np.searchsorted(unit.rows, [start, start + batch.num_rows])
+        if b > a:
+            yield batch.take(pa.array(unit.rows[a:b] - start))
+        start += batch.num_rows
+
+
+def read_drawn(unit: ShardDraw) -> list[pa.RecordBatch]:
+    """The unit's drawn rows as record batches (what an engine's worker hands back)."""
+    return list(_drawn_batches(unit))
+
+
+def _drawn_rows(plan: EntryPlan) -> Iterator[dict]:
+    """The drawn rows of one entry, in shard and row order, one batch in memory at a time."""
+    for unit in shard_draws(plan):
+        for taken in _drawn_batches(unit):
+            yield from taken.to_pylist()
+
+
+def _plan_rows(plan: MixPlan, map_units: UnitMapper | None) -> Iterator[dict]:
+    """Every drawn row in recipe order: read here, or by ``map_units`` one shard at a time."""
+    if map_units is None:
+        for entry in plan.entries:
+            yield from _drawn_rows(entry)
+        return
+    units = [unit for entry in plan.entries for unit in shard_draws(entry)]
+    for batches in map_units(read_drawn, units):
+        for batch in batches:
+            yield from batch.to_pylist()
 
 
 def _manifest_template(plan: MixPlan) -> Manifest:
@@ -269,6 +338,9 @@ def _manifest_template(plan: MixPlan) -> Manifest:
         manifest.counters.update({f"recipe.{e.name}.available": p.available, f"recipe.{e.name}.taken": p.taken})
         if p.shortfall:
             manifest.counters[f"recipe.{e.name}.shortfall"] = p.shortfall
+        if e.filter is not None:
+            manifest.options[f"recipe.{e.name}.filter"] = e.filter.describe()
+            manifest.counters[f"recipe.{e.name}.before_filter"] = p.before_filter
         merge_part(manifest, part, e.name, rejects, cards)
     for e, why in plan.missing:
         manifest.options[f"recipe.{e.name}.left_out"] = why
@@ -312,12 +384,15 @@ def mix_and_publish(
     max_shard_bytes: int = DEFAULT_MAX_SHARD_BYTES,
     force: bool = False,
     progress: bool = True,
+    map_units: UnitMapper | None = None,
 ) -> MixResult:
     """:func:`run_mix`, then the data card, stats.json, figures and preview beside the shards."""
     from omnivmed.data.datacard import CARD_NAME, STATS_NAME, publish
     from omnivmed.data.preview import PREVIEW_NAME
 
-    result = run_mix(plan, out, manifests_dir=manifests_dir, max_shard_bytes=max_shard_bytes, force=force, progress=progress)
+    result = run_mix(
+        plan, out, manifests_dir=manifests_dir, max_shard_bytes=max_shard_bytes, force=force, progress=progress, map_units=map_units
+    )
     card_files = [Path(out) / name for name in (CARD_NAME, STATS_NAME, PREVIEW_NAME)]
     if not (result.reused and all(f.is_file() for f in card_files)):
         publish(result.manifest_path, notes=notes, reject_reports=reject_reports(plan))

@@ -15,14 +15,18 @@ A recipe is a YAML file (committed under ``manifests/``)::
         staged: pubmedvision_instruction   # staged folder (default: the entry name)
         manifest: other/manifest.json      # or an explicit manifest (relative to the staged root)
         tasks: [vqa]                       # keep only these tasks
+        filter: {modalities: [ct, mri], answer_types: [closed], max_tokens: 2048, tokenizer: qwen2.5}
         take: 70000
         build: {source: pubmedvision, raw: pubmedvision, options: {subset: instruction}}
 
 ``build`` says how ``make instruct-dataset`` makes the staged folder (builder,
 raw folder under the raw root, builder options); the mix itself never reads
-it and depends only on the staged manifest and its shards. Every problem
-(unknown key, negative count, fraction above 1, unknown split or task) is a
-:class:`RecipeError` naming the file and the key, raised on load, before any work.
+it and depends only on the staged manifest and its shards. ``filter`` keeps
+only the rows passing every condition it gives (:data:`FILTER_KEYS`; applied
+by :mod:`omnivmed.data.filters`). Every problem (unknown key, negative count,
+fraction above 1, unknown split, task, modality or tokenizer, a minimum above
+its maximum) is a :class:`RecipeError` naming the file and the key, raised on
+load, before any work.
 """
 
 from __future__ import annotations
@@ -35,8 +39,10 @@ from pathlib import Path
 
 import yaml
 
+from omnivmed.data.filters import RowFilter
 from omnivmed.data.output import MANIFEST_NAME
-from omnivmed.data.schema import SPLITS, TASKS
+from omnivmed.data.schema import ANSWER_TYPES, MODALITIES, SPLITS, TASKS, UNSPECIFIED_MODALITY, VISUAL_KINDS
+from omnivmed.data.token_counts import TOKENIZERS, tokenizer_problem
 
 TAKE_ALL = "all"
 ON_SHORTFALL = ("fail", "take_all")
@@ -44,7 +50,16 @@ BALANCES = ("proportional", "equal")
 STAGES = (1, 2, 3)
 _NAME = re.compile(r"^[a-z0-9][a-z0-9_-]*$")
 _TOP_KEYS = {"name", "description", "seed", "stage", "balance", "on_shortfall", "sources"}
-_ENTRY_KEYS = {"staged", "manifest", "take", "splits", "tasks", "stage", "build", "caption", "how_to_get"}
+_ENTRY_KEYS = {"staged", "manifest", "take", "splits", "tasks", "filter", "stage", "build", "caption", "how_to_get"}
+# filter key -> the closed vocabulary its values come from (None: the sources' own labels)
+_FILTER_NAMES = {
+    "modalities": MODALITIES + (UNSPECIFIED_MODALITY,),
+    "answer_types": ANSWER_TYPES,
+    "question_types": None,
+    "visual_kinds": VISUAL_KINDS,
+}
+_FILTER_BOUNDS = (("min_frames", "max_frames"), ("min_tokens", "max_tokens"))
+FILTER_KEYS = frozenset(_FILTER_NAMES) | {k for pair in _FILTER_BOUNDS for k in pair} | {"tokenizer"}
 _BUILD_KEYS = {"source", "raw", "options"}
 _CAPTION_KEYS = {"windows_of", "raw", "options", "step"}
 
@@ -107,6 +122,7 @@ class RecipeEntry:
     build: BuildSpec | None = None
     caption: CaptionSpec | None = None
     how_to_get: str | None = None
+    filter: RowFilter | None = None  # rows must also pass this (None: every row of the splits and tasks)
 
     def manifest_path(self, staged_root: Path) -> Path:
         if self.manifest is not None:
@@ -215,7 +231,51 @@ def _entry(name: str, data, default_stage: int, where: str) -> RecipeEntry:
         build=_build(data["build"], f"{where}.build") if "build" in data else None,
         caption=_caption(data["caption"], f"{where}.caption") if "caption" in data else None,
         how_to_get=how,
+        filter=_row_filter(data["filter"], f"{where}.filter") if "filter" in data else None,
     )
+
+
+def _row_filter(data, where: str) -> RowFilter:
+    if not isinstance(data, dict) or not data:
+        raise RecipeError(f"{where}: must be a non-empty mapping of {', '.join(sorted(FILTER_KEYS))}")
+    _no_unknown(data, set(FILTER_KEYS), where)
+    names = {}
+    for key, allowed in _FILTER_NAMES.items():
+        if key in data:
+            names[key] = _names(data[key], allowed, f"{where}.{key}") if allowed else _labels(data[key], f"{where}.{key}")
+    bounds = {}
+    for low, high in _FILTER_BOUNDS:
+        for key in (low, high):
+            if key in data:
+                value = data[key]
+                if not _is_int(value) or value < 0:
+                    raise RecipeError(f"{where}.{key}: {value!r} must be an integer >= 0")
+                bounds[key] = value
+        if low in bounds and high in bounds and bounds[low] > bounds[high]:
+            raise RecipeError(f"{where}: {low} {bounds[low]} is above {high} {bounds[high]}")
+    tokenizer = data.get("tokenizer")
+    counts_tokens = "min_tokens" in bounds or "max_tokens" in bounds
+    if counts_tokens and tokenizer is None:
+        raise RecipeError(f"{where}: min_tokens/max_tokens need a tokenizer (one of {', '.join(TOKENIZERS)})")
+    if tokenizer is not None:
+        if not counts_tokens:
+            raise RecipeError(f"{where}.tokenizer: counts nothing without min_tokens or max_tokens")
+        problem = tokenizer_problem(tokenizer) if isinstance(tokenizer, str) else f"{tokenizer!r} is not a tokenizer name"
+        if problem:
+            raise RecipeError(f"{where}.tokenizer: {problem}")
+    return RowFilter(**names, **bounds, tokenizer=tokenizer, where=where)
+
+
+def _labels(value, where: str) -> tuple[str, ...]:
+    """Labels of an open vocabulary (the sources' own): non-empty text, compared lower-cased."""
+    if isinstance(value, str):
+        value = [value]
+    if not isinstance(value, list) or not value:
+        raise RecipeError(f"{where}: must be a non-empty list")
+    for item in value:
+        if not isinstance(item, (str, int)) or isinstance(item, bool) or not str(item).strip():
+            raise RecipeError(f"{where}: {item!r} is not a label (text, as the source writes it)")
+    return tuple(dict.fromkeys(str(item).strip().lower() for item in value))
 
 
 def _take(value, where: str) -> Take:
@@ -263,10 +323,12 @@ def _check_overlaps(entries: tuple[RecipeEntry, ...], origin: str) -> None:
         for b in entries[i + 1 :]:
             if (a.manifest, a.staged) != (b.manifest, b.staged) or not set(a.splits) & set(b.splits):
                 continue
+            if a.filter is not None and b.filter is not None and a.filter.disjoint_from(b.filter):
+                continue
             if a.tasks is None or b.tasks is None or set(a.tasks) & set(b.tasks):
                 raise RecipeError(
                     f"{origin}: sources.{a.name} and sources.{b.name} read the same staged manifest with "
-                    "overlapping splits and tasks; give them disjoint 'tasks' or 'splits'"
+                    "overlapping splits and tasks; give them disjoint 'tasks', 'splits' or filters"
                 )
 
 

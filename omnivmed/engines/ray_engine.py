@@ -63,9 +63,17 @@ def ray_session(workers: int, *, progress: bool = False) -> Iterator[None]:
 
 
 def _apply(row: dict, fn: Callable) -> dict:
-    """The map function: one pickled unit in, its pickled result out (any Python object survives)."""
-    result = fn(pickle.loads(row["unit"]))
-    return {"index": row["index"], "result": pickle.dumps(result, protocol=pickle.HIGHEST_PROTOCOL)}
+    """The map function: one pickled unit in, its pickled result (or the error it raised) out.
+
+    An error comes back as data and is raised in the driver as itself: Ray Data would wrap it
+    (RayTaskError) beyond recovery, and the CLI's one-line messages catch the original types.
+    Ray still runs a task again whose worker died.
+    """
+    try:
+        result, failed = fn(pickle.loads(row["unit"])), False
+    except Exception as err:
+        result, failed = err, True
+    return {"index": row["index"], "failed": failed, "result": pickle.dumps(result, protocol=pickle.HIGHEST_PROTOCOL)}
 
 
 def ray_map(fn: Callable[[U], R], units: Iterable[U], workers: int, *, progress: bool = False, what: str = "unit") -> Iterator[R]:
@@ -83,6 +91,9 @@ def ray_map(fn: Callable[[U], R], units: Iterable[U], workers: int, *, progress:
         if row["index"] != expected:
             raise RuntimeError(f"ray engine: {what} {row['index']} came back where {what} {expected} belongs")
         expected += 1
-        yield pickle.loads(row["result"])
+        value = pickle.loads(row["result"])
+        if row["failed"]:
+            raise value
+        yield value
     if expected != len(rows):
         raise RuntimeError(f"ray engine: {expected} of {len(rows)} {what}s came back")

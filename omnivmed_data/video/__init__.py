@@ -21,6 +21,7 @@ if TYPE_CHECKING:
     from omnivmed.data.video.clips import (
         Clip,
         ClipCache,
+        ClipCacheReader,
         ClipMaker,
         ClipSpec,
         clip_id,
@@ -46,6 +47,7 @@ if TYPE_CHECKING:
 _EXPORTS: dict[str, str] = {
     "Clip": "clips",
     "ClipCache": "clips",
+    "ClipCacheReader": "clips",
     "ClipMaker": "clips",
     "ClipSpec": "clips",
     "clip_id": "clips",
@@ -75,6 +77,7 @@ __all__ = [
     "REASONS",
     "Clip",
     "ClipCache",
+    "ClipCacheReader",
     "ClipMaker",
     "ClipSpec",
     "DigestCache",

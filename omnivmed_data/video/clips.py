@@ -16,6 +16,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import secrets
 import shutil
 import threading
 from collections import OrderedDict
@@ -218,18 +219,22 @@ def jpeg_size(data: bytes) -> tuple[int, int]:
 class ClipCache:
     """Finished clips on disk: ``<root>/<id[:2]>/<id>/`` holding ``0000.jpg``... and ``clip.json``.
 
-    A clip is written into a temporary folder and renamed, so a killed build leaves either
-    a whole clip or none; temporaries a killed build left are removed when the cache is
-    opened. One build writes to a cache at a time.
+    A clip is written into a temporary folder (named after the clip and the writing process)
+    and renamed, so a killed build leaves either a whole clip or none; temporaries a killed
+    build left are removed when the cache is opened with ``clean`` (the default). One build
+    writes to a cache at a time; processes of that build (an engine's workers) may write
+    beside each other when they open it with ``clean=False`` after the build opened it: the
+    first to store a clip wins, the others find it there.
     """
 
     TEMP_SUFFIX = ".tmp"
 
-    def __init__(self, root: Path, *, fsync: bool = True):
+    def __init__(self, root: Path, *, fsync: bool = True, clean: bool = True):
         self.root = Path(root)
         self.fsync = fsync
         self.root.mkdir(parents=True, exist_ok=True)
-        self.removed_temporaries = self._remove_temporaries()
+        # Never clean where other processes write: it would remove their clips in the making.
+        self.removed_temporaries = self._remove_temporaries() if clean else 0
 
     def _remove_temporaries(self) -> int:
         removed = 0
@@ -280,9 +285,7 @@ class ClipCache:
                 return  # already there (identical by construction)
             shutil.rmtree(final)
         final.parent.mkdir(parents=True, exist_ok=True)
-        tmp = final.parent / f".{clip.id}{self.TEMP_SUFFIX}"
-        if tmp.exists():
-            shutil.rmtree(tmp)
+        tmp = final.parent / f".{clip.id}.{os.getpid()}-{secrets.token_hex(4)}{self.TEMP_SUFFIX}"
         tmp.mkdir()
         meta = {
             "id": clip.id,
@@ -303,9 +306,32 @@ class ClipCache:
                     os.fsync(f.fileno())
         if self.fsync:
             fsync_dir(tmp)
-        os.rename(tmp, final)
+        try:
+            os.rename(tmp, final)
+        except OSError:
+            if self.get(clip.id) is None:
+                raise
+            shutil.rmtree(tmp, ignore_errors=True)  # another process stored this clip first
+            return
         if self.fsync:
             fsync_dir(final.parent)
+
+
+class ClipCacheReader(ClipCache):
+    """A :class:`ClipCache` that another process writes (an engine's driver): finds finished clips,
+    never writes or cleans (a worker removing temporaries would break the writer's renames).
+
+    ``put`` keeps nothing: the worker hands its clips back and the one writer stores them. A
+    root that does not exist here (a node without the output folder) simply finds nothing.
+    """
+
+    def __init__(self, root: Path):
+        self.root = Path(root)
+        self.fsync = False
+        self.removed_temporaries = 0
+
+    def put(self, clip: Clip) -> None:
+        return None
 
 
 def _workers() -> int:

@@ -195,9 +195,13 @@ class DigestCache:
 
     VERSION = 1
 
-    def __init__(self, path: Path):
+    def __init__(self, path: Path, *, persist: bool = True):
+        """``persist=False``: digests are kept in memory only (an engine's worker; its
+        :attr:`added` go back to the one process that writes the file, by :meth:`remember`)."""
         self.path = Path(path)
+        self.persist = persist
         self._entries: dict[str, dict] = {}
+        self.added: dict[str, dict] = {}  # entries this instance hashed
         self.hashed = 0  # files hashed (cache misses) by this instance
         try:
             data = json.loads(self.path.read_text(encoding="utf-8"))
@@ -214,10 +218,19 @@ class DigestCache:
             return entry["sha256"]
         digest = sha256_file(Path(resolved))
         self.hashed += 1
-        self._entries[resolved] = {"size": stat.st_size, "mtime_ns": stat.st_mtime_ns, "sha256": digest}
-        payload = {"version": self.VERSION, "files": dict(sorted(self._entries.items()))}
-        atomic_write_bytes(self.path, (json.dumps(payload, indent=1, sort_keys=True) + "\n").encode())
+        self.remember({resolved: {"size": stat.st_size, "mtime_ns": stat.st_mtime_ns, "sha256": digest}})
         return digest
+
+    def remember(self, entries: dict[str, dict]) -> None:
+        """Add entries (hashed here, or by a worker: its :attr:`added`); the file is rewritten when one is new."""
+        new = {k: v for k, v in entries.items() if self._entries.get(k) != v}
+        if not new:
+            return
+        self._entries.update(new)
+        self.added.update(new)
+        if self.persist:
+            payload = {"version": self.VERSION, "files": dict(sorted(self._entries.items()))}
+            atomic_write_bytes(self.path, (json.dumps(payload, indent=1, sort_keys=True) + "\n").encode())
 
 
 # --------------------------------------------------------------------------- videos

@@ -142,8 +142,9 @@ def test_data_cli_help_does_not_import_ray():
 @pytest.fixture(scope="module")
 def local_ray():
     """One local Ray for the module (the engine uses a Ray already started in the process)."""
-    ray = pytest.importorskip("ray")
     import logging
+
+    import ray
 
     ray.init(address="local", num_cpus=3, include_dashboard=False, logging_level=logging.WARNING)
     yield ray
@@ -156,3 +157,26 @@ def local_ray():
 def test_ray_engine_writes_the_plain_bytes(plain, local_ray, tmp_path, source, workers):
     out = build(source, tmp_path / "out", "--engine", "ray", "--workers", workers)
     assert digests(out) == plain[source]
+
+
+class UnitFailed(ValueError):
+    pass
+
+
+def fail_on_two(unit: int) -> int:
+    if unit == 2:
+        raise UnitFailed(f"unit {unit}: bad input")
+    return unit * 10
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("engine", ["local", "ray"])
+def test_an_error_in_a_unit_reaches_the_caller_as_itself(local_ray, engine):
+    """The CLI's one-line messages catch the builders' own error types, whichever engine ran the unit."""
+    from omnivmed.engines import ordered_map
+
+    seen = []
+    with pytest.raises(UnitFailed, match="unit 2: bad input"):
+        for value in ordered_map(fail_on_two, [0, 1, 2, 3], engine=engine, workers=2):
+            seen.append(value)
+    assert seen == [0, 10]

@@ -253,3 +253,37 @@ def test_with_an_endpoint_the_judged_captions_are_made_and_mixed(tmp_path):
     assert m.counts["task"]["video_caption"] == accepted
     # the captions keep the window's source, so both entries count under cholec80_vqa
     assert m.counts["source"] == {"cholec80_vqa": accepted + m.counters["recipe.cholec80_vqa.taken"]}
+
+
+@pytest.mark.slow
+def test_a_captioned_recipe_on_two_workers_writes_the_plain_bytes(tmp_path):
+    """instruct-dataset --workers 2: the builds, the windows, the caption run and the mix spread; the same bytes."""
+    import hashlib
+
+    from support.caption_fixtures import Script
+
+    from omnivmed.surgical_demo import write_demo_tree
+    from omnivmed.rejection_sampling.server import LocalServer
+
+    raw = tmp_path / "raw"
+    write_demo_tree(raw / "cholec80_vqa")
+    recipe = tmp_path / "captioned.yaml"
+    recipe.write_text(CAPTION_RECIPE)
+
+    def run(name: str, workers: int) -> dict[str, str]:
+        root = tmp_path / name
+        root.mkdir()
+        with LocalServer(Script()) as server:
+            config = PipelineConfig(
+                recipe=recipe, raw_root=raw, staged_root=root / "staged", out_root=root / "out", manifests_dir=None,
+                caption_endpoint=str(caption_config_file(root / "caption.yaml", server.base_url)), workers=workers,
+            )
+            instruct_dataset(config, progress=False, say=lambda line: None)
+            asked = server.keys()
+        assert len(asked) == len(set(asked))  # no request asked twice
+        files = [p for p in sorted(root.rglob("*")) if p.is_file() and (p.suffix == ".arrow" or p.name in ("manifest.json", "rejects.jsonl", "summary.json"))]
+        return {p.relative_to(root).as_posix(): hashlib.sha256(p.read_bytes()).hexdigest() for p in files if "clips" not in p.parts}
+
+    plain = run("plain", 1)
+    assert any(path.startswith("staged/cholec80_captions/") for path in plain)
+    assert run("workers", 2) == plain

@@ -124,3 +124,91 @@ def test_two_entries_drawing_from_one_manifest_must_not_overlap(tmp_path):
 def test_a_missing_recipe_file_is_named(tmp_path):
     with pytest.raises(RecipeError, match="no such recipe"):
         load_recipe(tmp_path / "nope.yaml")
+
+
+# --- filters ---------------------------------------------------------------------------
+
+FILTERED = """
+name: filtered
+sources:
+  vqa_rad:
+    take: all
+    filter:
+      modalities: [ct, mri]
+      answer_types: closed
+      question_types: [PRES, Organ, 3]
+      visual_kinds: [image, volume]
+      min_frames: 1
+      max_frames: 32
+      max_tokens: 2048
+      tokenizer: qwen2.5
+"""
+
+
+def test_a_filter_is_typed_and_described(tmp_path):
+    (entry,) = load_recipe(write(tmp_path, FILTERED)).entries
+    f = entry.filter
+    assert (f.modalities, f.answer_types, f.visual_kinds) == (("ct", "mri"), ("closed",), ("image", "volume"))
+    assert f.question_types == ("pres", "organ", "3")  # the sources' labels, compared lower-cased
+    assert (f.min_frames, f.max_frames, f.min_tokens, f.max_tokens, f.tokenizer) == (1, 32, None, 2048, "qwen2.5")
+    assert f.describe() == (
+        "modalities ct,mri; answer types closed; question types pres,organ,3; visual kinds image,volume; "
+        "frames 1-32; tokens <= 2048 (qwen2.5)"
+    )
+    assert load_recipe(write(tmp_path, "name: x\nsources: {a: {take: 1}}\n", "plain.yaml")).entries[0].filter is None
+
+
+@pytest.mark.parametrize(
+    "filter_text, words",
+    [
+        ("{colour: red}", ["sources.a.filter", "unknown key(s) colour", "known: answer_types"]),
+        ("[ct]", ["sources.a.filter", "non-empty mapping"]),
+        ("{}", ["sources.a.filter", "non-empty mapping"]),
+        ("{modalities: [cat]}", ["sources.a.filter.modalities", "'cat' is not one of ct, mri", "unspecified"]),
+        ("{modalities: []}", ["sources.a.filter.modalities", "non-empty list"]),
+        ("{answer_types: [yes_no]}", ["sources.a.filter.answer_types", "'yes_no' is not one of open, closed"]),
+        ("{visual_kinds: [photo]}", ["sources.a.filter.visual_kinds", "'photo' is not one of image, multi_image, volume"]),
+        ("{question_types: ['']}", ["sources.a.filter.question_types", "'' is not a label"]),
+        ("{question_types: [[organ]]}", ["sources.a.filter.question_types", "is not a label"]),
+        ("{min_frames: -1}", ["sources.a.filter.min_frames", "-1 must be an integer >= 0"]),
+        ("{max_frames: 2.5}", ["sources.a.filter.max_frames", "2.5 must be an integer"]),
+        ("{max_frames: true}", ["sources.a.filter.max_frames", "True must be an integer"]),
+        ("{min_frames: 8, max_frames: 2}", ["sources.a.filter", "min_frames 8 is above max_frames 2"]),
+        ("{min_tokens: 9, max_tokens: 3, tokenizer: qwen2.5}", ["min_tokens 9 is above max_tokens 3"]),
+        ("{max_tokens: 2048}", ["sources.a.filter", "need a tokenizer (one of qwen2.5)"]),
+        ("{max_tokens: 2048, tokenizer: gpt2}", ["sources.a.filter.tokenizer", "'gpt2' is not one of qwen2.5"]),
+        ("{max_tokens: 2048, tokenizer: 7}", ["sources.a.filter.tokenizer", "7 is not a tokenizer name"]),
+        ("{tokenizer: qwen2.5}", ["sources.a.filter.tokenizer", "counts nothing without min_tokens or max_tokens"]),
+    ],
+)
+def test_bad_filters_are_one_line_naming_file_entry_and_key(tmp_path, filter_text, words):
+    path = write(tmp_path, f"name: x\nsources:\n  a:\n    take: 1\n    filter: {filter_text}\n")
+    with pytest.raises(RecipeError) as err:
+        load_recipe(path)
+    message = str(err.value)
+    assert "\n" not in message and message.startswith(f"{path}: sources.a.filter"), message
+    for word in words:
+        assert word in message, message
+
+
+def test_entries_on_one_manifest_may_share_splits_when_their_filters_are_disjoint(tmp_path):
+    def entries(a: str, b: str) -> str:
+        return f"name: x\nsources:\n  a: {{staged: s, take: 1, filter: {a}}}\n  b: {{staged: s, take: 1, filter: {b}}}\n"
+
+    disjoint = [
+        ("{answer_types: [open]}", "{answer_types: [closed]}"),
+        ("{modalities: [ct]}", "{modalities: [mri], answer_types: [open]}"),
+        ("{max_frames: 1}", "{min_frames: 2}"),
+        ("{max_tokens: 99, tokenizer: qwen2.5}", "{min_tokens: 100, tokenizer: qwen2.5}"),
+    ]
+    for i, (a, b) in enumerate(disjoint):
+        assert len(load_recipe(write(tmp_path, entries(a, b), f"ok{i}.yaml")).entries) == 2
+    overlapping = [
+        ("{answer_types: [open]}", "{answer_types: [open, closed]}"),
+        ("{max_frames: 2}", "{min_frames: 2}"),
+        ("{question_types: [pres]}", "{question_types: [pos]}"),  # VQA-RAD's "PRES, POS" is both
+        ("{modalities: [ct]}", "{answer_types: [open]}"),
+    ]
+    for i, (a, b) in enumerate(overlapping):
+        with pytest.raises(RecipeError, match="overlapping splits and tasks; give them disjoint 'tasks', 'splits' or filters"):
+            load_recipe(write(tmp_path, entries(a, b), f"bad{i}.yaml"))

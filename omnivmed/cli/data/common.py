@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import sys
 from pathlib import Path
+from typing import Annotated
 
 import typer
 from rich.console import Console
@@ -12,11 +13,28 @@ from rich.console import Console
 console = Console()
 err_console = Console(stderr=True)
 
+# The engine options of build, windows, mix and instruct-dataset.
+EngineOpt = Annotated[
+    str,
+    typer.Option("--engine", help="Where the work runs: local (this machine) or ray (RAY_ADDRESS's cluster, else a local Ray). Same bytes either way."),
+]
+WorkersOpt = Annotated[int, typer.Option("--workers", help="Processes (local) or concurrent Ray tasks doing the work.")]
+
 
 def fail(message: str, code: int = 1) -> "typer.Exit":
     """Print one clear line to stderr and exit with ``code``."""
     err_console.print(f"[bold red]error:[/] {message}", highlight=False, soft_wrap=True)
     raise typer.Exit(code)
+
+
+def check_engine_options(engine: str, workers: int) -> None:
+    """One line and exit 2 for an unknown ``--engine``, ``--workers`` below 1, or Ray missing."""
+    from omnivmed.engines import EngineError, check_engine
+
+    try:
+        check_engine(engine, workers)
+    except EngineError as err:
+        fail(str(err), code=2)
 
 
 def show_progress() -> bool:

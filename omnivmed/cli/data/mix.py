@@ -7,7 +7,7 @@ from typing import Annotated, Optional
 
 import typer
 
-from omnivmed.cli.data.common import check_out_folder, console, fail, show_progress
+from omnivmed.cli.data.common import EngineOpt, WorkersOpt, check_engine_options, check_out_folder, console, fail, show_progress
 
 RecipeArg = Annotated[Path, typer.Argument(help="A recipe YAML (e.g. manifests/omnivmed-instruct.yaml).", show_default=False)]
 StagedOpt = Annotated[Path, typer.Option("--staged", help="Staged root: an entry NAME reads STAGED/NAME/manifest.json.")]
@@ -34,11 +34,19 @@ def mix(
     max_shard_mb: Annotated[int, typer.Option("--max-shard-mb", min=1, help="Roll over to a new shard past this size.")] = 512,
     force: Annotated[bool, typer.Option("--force", help="Rewrite even when an up-to-date mix exists.")] = False,
     progress: ProgressOpt = None,
+    engine: EngineOpt = "local",
+    workers: WorkersOpt = 1,
 ) -> None:
-    """Draw RECIPE's samples from the staged manifests into final shards, a manifest, a data card, figures and a preview."""
+    """Draw RECIPE's samples from the staged manifests into final shards, a manifest, a data card, figures and a preview.
+
+    With --workers N or --engine ray the input shards are read by N workers; the outputs are the same bytes.
+    """
     from omnivmed.data.mix import MixError, mix_and_publish, plan_mix
     from omnivmed.data.recipe import RecipeError, load_recipe
+    from omnivmed.engines import EngineError
+    from omnivmed.engines.stages import unit_mapper
 
+    check_engine_options(engine, workers)
     try:
         loaded = load_recipe(recipe)
         if take_all:
@@ -50,6 +58,7 @@ def mix(
 
     target = check_out_folder(out or Path("out") / loaded.name)
     check_out_folder(manifests, "--manifests")
+    show = show_progress() if progress is None else progress
     try:
         with output_lock(target):
             result = mix_and_publish(
@@ -58,9 +67,10 @@ def mix(
                 manifests_dir=manifests,
                 max_shard_bytes=max_shard_mb << 20,
                 force=force,
-                progress=show_progress() if progress is None else progress,
+                progress=show,
+                map_units=unit_mapper(engine, workers, progress=show),
             )
-    except OutputBusy as err:
+    except (OutputBusy, EngineError) as err:
         fail(str(err), code=2)
     except MixError as err:
         fail(str(err), code=1)
@@ -99,12 +109,19 @@ def instruct_dataset(
     strict: Annotated[bool, typer.Option("--strict", help="Fail when a source of the recipe is missing instead of leaving it out.")] = False,
     take_all: TakeAllOpt = False,
     progress: ProgressOpt = None,
+    engine: EngineOpt = "local",
+    workers: WorkersOpt = 1,
 ) -> None:
-    """Download, build, caption and mix RECIPE; with no source at hand, the embedded default. Verifies the result."""
+    """Download, build, caption and mix RECIPE; with no source at hand, the embedded default. Verifies the result.
+
+    --engine and --workers go to every build, windows and mix step; the outputs are the same bytes.
+    """
     from omnivmed.data.mix import MixError
+    from omnivmed.engines import EngineError
     from omnivmed.pipeline import PipelineConfig, PipelineError, instruct_dataset as run
     from omnivmed.data.recipe import RecipeError
 
+    check_engine_options(engine, workers)
     config = PipelineConfig(
         recipe=recipe,
         raw_root=raw,
@@ -115,10 +132,12 @@ def instruct_dataset(
         caption_endpoint=caption_endpoint,
         strict=strict,
         take_all=take_all,
+        engine=engine,
+        workers=workers,
     )
     try:
         report = run(config, progress=show_progress() if progress is None else progress, say=_say)
-    except (RecipeError, MixError, PipelineError) as err:
+    except (RecipeError, MixError, PipelineError, EngineError) as err:
         fail(str(err), code=2)
     if report.missing:
         console.print(

@@ -9,7 +9,16 @@ import typer
 
 # Only the registry's names at import: a builder module (and its decoders) loads when a command runs.
 from omnivmed.builders import builder_names
-from omnivmed.cli.data.common import check_in_folder, check_out_folder, console, fail, show_progress
+from omnivmed.cli.data.common import (
+    EngineOpt,
+    WorkersOpt,
+    check_engine_options,
+    check_in_folder,
+    check_out_folder,
+    console,
+    fail,
+    show_progress,
+)
 
 SourceArg = Annotated[str, typer.Argument(help="Source name: " + ", ".join(builder_names()) + ".", show_default=False)]
 ProgressOpt = Annotated[
@@ -95,11 +104,8 @@ def build(
     force: Annotated[bool, typer.Option("--force", help="Rebuild even when an up-to-date build exists.")] = False,
     option: OptionOpt = None,
     progress: ProgressOpt = None,
-    engine: Annotated[
-        str,
-        typer.Option("--engine", help="Where the work runs: local (this machine) or ray (RAY_ADDRESS's cluster, else a local Ray). Same bytes either way."),
-    ] = "local",
-    workers: Annotated[int, typer.Option("--workers", help="Processes (local) or concurrent Ray tasks working on the source.")] = 1,
+    engine: EngineOpt = "local",
+    workers: WorkersOpt = 1,
 ) -> None:
     """Build SOURCE from --raw into verified Arrow shards in --out.
 
@@ -109,12 +115,9 @@ def build(
     from omnivmed.build import NothingBuilt, failed_files, read_rejects, top_reasons, build_source
     from omnivmed.builders import LayoutError
     from omnivmed.data.output import OutputBusy
-    from omnivmed.engines import EngineError, check_engine
+    from omnivmed.engines import EngineError
 
-    try:
-        check_engine(engine, workers)
-    except EngineError as err:
-        fail(str(err), code=2)
+    check_engine_options(engine, workers)
     builder = _builder(source, _parse_options(option))
     check_in_folder(raw, "--raw")
     check_out_folder(out)
@@ -164,23 +167,32 @@ def windows(
     step: Annotated[int, typer.Option("--step", min=1, help="Start a window every STEP frames of the video.")] = 25,
     option: OptionOpt = None,
     progress: ProgressOpt = None,
+    engine: EngineOpt = "local",
+    workers: WorkersOpt = 1,
 ) -> None:
-    """Cut the videos of a surgical SOURCE into fixed-length windows for captioning, with their frames' QA text."""
+    """Cut the videos of a surgical SOURCE into fixed-length windows for captioning, with their frames' QA text.
+
+    With --workers N or --engine ray the videos are decoded and encoded by N workers; the outputs are the same bytes.
+    """
     from omnivmed.builders import LayoutError
     from omnivmed.builders.surgical import SurgicalVqaBuilder
     from omnivmed.caption_inputs import write_caption_inputs
-
     from omnivmed.data.output import OutputBusy, output_lock
+    from omnivmed.engines import EngineError
+    from omnivmed.engines.windows import windows_builder
 
+    check_engine_options(engine, workers)
     builder = _builder(source, _parse_options(option))
     if not isinstance(builder, SurgicalVqaBuilder):
         fail(f"{source} is not a surgical video source; windows come from cholec80_vqa, endovis18_vqa or psiava_vqa", code=2)
     check_in_folder(raw, "--raw")
     check_out_folder(out)
+    show = show_progress() if progress is None else progress
     try:
         with output_lock(out):
-            result = write_caption_inputs(builder, raw, out, step=step, progress=show_progress() if progress is None else progress)
-    except (LayoutError, OutputBusy) as err:
+            cutter = windows_builder(builder, engine=engine, workers=workers, progress=show)
+            result = write_caption_inputs(cutter, raw, out, step=step, progress=show)
+    except (LayoutError, OutputBusy, EngineError) as err:
         fail(str(err), code=2)
     console.print(f"{source}: {result.windows:,} windows -> {result.path}", highlight=False, soft_wrap=True)
     for reason, n in result.rejects.items():

@@ -363,9 +363,35 @@ def test_stale_temporaries_are_removed(tmp_path, video):
     cache = ClipCache(root)
     assert not stale.exists() and cache.removed_temporaries == 1
     assert cache.get(clip.id) is None
-    stale.mkdir()  # left while the cache is open: put replaces it
+    stale.mkdir()  # left while the cache is open: put writes under a name of its own
     cache.put(clip)
-    assert not stale.exists() and cache.get(clip.id) == clip
+    assert cache.get(clip.id) == clip and not list(stale.parent.glob(f".{clip.id}.*-*.tmp"))
+    assert ClipCache(root).removed_temporaries == 1 and not stale.exists()  # the next build removes it
+
+
+def test_processes_of_one_build_write_beside_each_other(tmp_path, video):
+    """Workers open the cache with clean=False (no removing another's clip in the making); the
+    first to store a clip wins and a second put of it finds it there."""
+    from omnivmed.data.video import ClipCacheReader
+
+    root = tmp_path / "cache"
+    with VideoFrames(video) as source:
+        clip = ClipMaker(ClipSpec(length=2)).clip(source, 9)
+    build = ClipCache(root)
+    in_making = root / clip.id[:2] / f".{clip.id}.4242-00000000.tmp"  # another worker's put, under way
+    in_making.mkdir(parents=True)
+    worker = ClipCache(root, clean=False)
+    assert in_making.exists() and worker.removed_temporaries == 0
+    worker.put(clip)
+    second = ClipCache(root, clean=False)
+    second.put(clip)
+    assert build.get(clip.id) == clip and sorted(p.name for p in (root / clip.id[:2]).iterdir()) == [in_making.name, clip.id]
+    # A reader finds finished clips and writes nothing, also where the folder is absent.
+    reader = ClipCacheReader(root)
+    assert reader.get(clip.id) == clip and reader.removed_temporaries == 0 and in_making.exists()
+    nowhere = ClipCacheReader(tmp_path / "absent")
+    nowhere.put(clip)
+    assert nowhere.get(clip.id) is None and not (tmp_path / "absent").exists()
 
 
 def test_a_rerun_reuses_finished_clips_and_makes_the_rest(tmp_path, video):

@@ -298,6 +298,19 @@ def test_video_digest_is_the_file_checksum_and_is_cached(tmp_path, index_videos)
     assert DigestCache(tmp_path / "digests.json").sha256(path) == sha256_file(path)  # a damaged cache is ignored
 
 
+def test_a_workers_digests_go_to_the_one_writer(tmp_path, index_videos):
+    """persist=False (an engine's worker) hashes in memory; the driver's cache remembers its entries."""
+    path = index_videos["ffv1_mkv"].path
+    worker = DigestCache(tmp_path / "digests.json", persist=False)
+    assert worker.sha256(path) == sha256_file(path) and not (tmp_path / "digests.json").exists()
+    driver = DigestCache(tmp_path / "digests.json")
+    driver.remember(worker.added)
+    assert DigestCache(tmp_path / "digests.json").sha256(path) == sha256_file(path)
+    plain = DigestCache(tmp_path / "plain.json")
+    plain.sha256(path)
+    assert (tmp_path / "plain.json").read_bytes() == (tmp_path / "digests.json").read_bytes()
+
+
 def test_folder_digest_covers_exactly_the_clips_files(tmp_path):
     folder = write_index_frames(tmp_path / "f", range(10))
     with FolderFrames(folder) as source:
