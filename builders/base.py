@@ -91,6 +91,29 @@ class WholeSource:
     """The default work unit: everything :meth:`Builder.generate` yields."""
 
 
+@dataclass(frozen=True)
+class ReadyItems:
+    """A work unit whose items the driver already knows (rejects found while splitting, e.g. a bad file)."""
+
+    items: tuple[BuilderItem, ...]
+
+
+def chunks(items: list, size: int) -> list[tuple]:
+    """``items`` in consecutive tuples of at most ``size``."""
+    return [tuple(items[start : start + size]) for start in range(0, len(items), size)]
+
+
+def runs(items: list, key) -> list[tuple]:
+    """``items`` in runs of consecutive elements with the same ``key`` (e.g. rows about one volume)."""
+    grouped: list[list] = []
+    for item in items:
+        if grouped and key(grouped[-1][0]) == key(item):
+            grouped[-1].append(item)
+        else:
+            grouped.append([item])
+    return [tuple(g) for g in grouped]
+
+
 class Builder(ABC):
     """Subclasses set ``info`` and implement the three methods.
 
@@ -150,6 +173,9 @@ class Builder(ABC):
         """Yield one unit's items; over :meth:`work_units` in order, exactly :meth:`generate`."""
         if isinstance(unit, WholeSource):
             yield from self.generate(raw)
+            return
+        if isinstance(unit, ReadyItems):
+            yield from unit.items
             return
         raise TypeError(f"{self.info.name}: not a work unit of this builder: {unit!r}")
 

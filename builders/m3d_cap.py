@@ -18,10 +18,11 @@ from __future__ import annotations
 
 import hashlib
 import json
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Iterator
+from typing import Any, Iterator
 
-from omnivmed.builders.base import HELD_OUT_FIRST, Builder, BuilderItem, BuilderOption, LayoutError, Reject
+from omnivmed.builders.base import HELD_OUT_FIRST, Builder, BuilderItem, BuilderOption, LayoutError, ReadyItems, Reject, Unit, runs
 from omnivmed.builders.m3d import (
     canonical_path,
     comma_list,
@@ -76,6 +77,19 @@ def report_prompt(image_path: str) -> str:
     return REPORT_PROMPTS[int.from_bytes(digest[:8], "big") % len(REPORT_PROMPTS)]
 
 
+@dataclass(frozen=True)
+class VolumeEntries:
+    """A work unit: one volume, as the consecutive index entries of one split that name it."""
+
+    key: str  # the index's split key
+    entries: tuple[tuple[int, Any], ...]  # (position in the split's list, entry)
+
+
+def _image_of(indexed: tuple[int, Any]):
+    entry = indexed[1]
+    return entry.get("image") if isinstance(entry, dict) else None
+
+
 def find_index(raw: Path) -> Path | None:
     return next((raw / p for p in INDEX_LOCATIONS if (raw / p).is_file()), None)
 
@@ -118,24 +132,51 @@ class M3dCapBuilder(Builder):
         return entries * len(self.tasks)
 
     def generate(self, raw: Path) -> Iterator[BuilderItem]:
+        cache = EncodedVolumeCache(lambda path: load_volume(raw, path, self.settings))
+        rel_index = relative(find_index(raw), raw)
+        for unit in self._units(raw):
+            yield from self._unit_items(raw, rel_index, unit, cache)
+
+    def work_units(self, raw: Path) -> list[Unit]:
+        return list(self._units(raw))
+
+    def generate_unit(self, raw: Path, unit: Unit) -> Iterator[BuilderItem]:
+        if isinstance(unit, VolumeEntries):
+            cache = EncodedVolumeCache(lambda path: load_volume(raw, path, self.settings), max_items=1)
+            yield from self._unit_items(raw, relative(find_index(raw), raw), unit, cache)
+        else:
+            yield from super().generate_unit(raw, unit)
+
+    def _units(self, raw: Path) -> Iterator[VolumeEntries | ReadyItems]:
+        """The index's rejects, then per split (held-out first) its entries in runs about one volume."""
         index = find_index(raw)
         rel_index = relative(index, raw)
         data, reject = load_json(index, raw, dict)
         if reject is not None:
-            yield reject
+            yield ReadyItems((reject,))
             return
-        for key in data:
-            if key not in SPLIT_KEYS:
-                yield Reject(rel_index, key, "unknown_split", f"{rel_index}: split {key!r} is not one of {', '.join(SPLIT_KEYS)}")
-        cache = EncodedVolumeCache(lambda path: load_volume(raw, path, self.settings))
+        unknown = tuple(
+            Reject(rel_index, key, "unknown_split", f"{rel_index}: split {key!r} is not one of {', '.join(SPLIT_KEYS)}")
+            for key in data
+            if key not in SPLIT_KEYS
+        )
+        if unknown:
+            yield ReadyItems(unknown)
         order = {split: n for n, split in enumerate(HELD_OUT_FIRST)}
         for key in sorted((k for k in data if k in SPLIT_KEYS), key=lambda k: order[SPLIT_KEYS[k]]):
             entries = data[key]
             if not isinstance(entries, list):
-                yield Reject(rel_index, key, "malformed_json", f"{rel_index}: split {key!r} is not a list of entries")
+                yield ReadyItems((Reject(rel_index, key, "malformed_json", f"{rel_index}: split {key!r} is not a list of entries"),))
                 continue
-            for n, entry in enumerate(entries):
-                yield from self._entry(raw, rel_index, key, n, entry, cache)
+            for run in runs(list(enumerate(entries)), _image_of):
+                yield VolumeEntries(key, run)
+
+    def _unit_items(self, raw: Path, rel_index: str, unit, cache: EncodedVolumeCache) -> Iterator[BuilderItem]:
+        if isinstance(unit, ReadyItems):
+            yield from unit.items
+            return
+        for n, entry in unit.entries:
+            yield from self._entry(raw, rel_index, unit.key, n, entry, cache)
 
     def _entry(self, raw: Path, rel_index: str, key: str, n: int, entry, cache: EncodedVolumeCache) -> Iterator[BuilderItem]:
         image = entry.get("image") if isinstance(entry, dict) else None

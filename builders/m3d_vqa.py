@@ -25,7 +25,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Iterator
 
-from omnivmed.builders.base import Builder, BuilderItem, BuilderOption, LayoutError, Reject
+from omnivmed.builders.base import Builder, BuilderItem, BuilderOption, LayoutError, ReadyItems, Reject, Unit, runs
 from omnivmed.builders.m3d import comma_list, load_volume, source_info
 from omnivmed.builders.volume_samples import (
     EncodedVolumeCache,
@@ -64,6 +64,18 @@ class SplitFile:
     split: str
     path: Path
     m3d_split: str  # test, test5k, val, train
+
+
+@dataclass(frozen=True)
+class VolumeRows:
+    """A work unit: one volume, as a run of consecutive rows of one CSV that name it."""
+
+    split_file: SplitFile
+    rows: tuple[tuple[int, dict], ...]  # (data row index, row without the unused Text column)
+
+
+def _image_of(indexed: tuple[int, dict]):
+    return indexed[1].get("Image Path")
 
 
 def split_files(raw: Path) -> list[SplitFile]:
@@ -148,6 +160,34 @@ class M3dVqaBuilder(Builder):
         cache = EncodedVolumeCache(lambda path: load_volume(raw, path, self.settings))
         for split_file in split_files(raw):
             yield from self._file(raw, split_file, cache)
+
+    def work_units(self, raw: Path) -> list[Unit]:
+        """Per CSV (held-out first), runs of rows about one volume; a file's rejects are units of their own.
+
+        The rows are held here (without the report text, which is not used) until their unit is sent.
+        """
+        units: list[Unit] = []
+        for split_file in split_files(raw):
+            pending: list[tuple[int, dict]] = []
+            for item in [*read_rows(split_file.path, relative(split_file.path, raw)), None]:
+                if isinstance(item, tuple):
+                    index, row = item
+                    pending.append((index, {k: v for k, v in row.items() if k != "Text"}))
+                    continue
+                units += [VolumeRows(split_file, run) for run in runs(pending, _image_of)]
+                pending = []
+                if item is not None:
+                    units.append(ReadyItems((item,)))
+        return units
+
+    def generate_unit(self, raw: Path, unit: Unit) -> Iterator[BuilderItem]:
+        if isinstance(unit, VolumeRows):
+            cache = EncodedVolumeCache(lambda path: load_volume(raw, path, self.settings), max_items=1)
+            rel = relative(unit.split_file.path, raw)
+            for index, row in unit.rows:
+                yield from self._row(raw, rel, unit.split_file, index, row, cache)
+        else:
+            yield from super().generate_unit(raw, unit)
 
     def _file(self, raw: Path, split_file: SplitFile, cache: EncodedVolumeCache) -> Iterator[BuilderItem]:
         rel = relative(split_file.path, raw)

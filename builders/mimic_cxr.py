@@ -18,7 +18,8 @@ shared. The builder reads a local copy laid out as PhysioNet publishes it:
 Report generation: one Sample per study of the official split (validate ->
 ``validation``). The image is the study's first frontal view, in the order
 of ``-o views=`` (``PA,AP``: PA is the standard projection) and then by
-dicom_id; when that file is absent the next one is taken (counted). The
+dicom_id; when that file is absent the next one is taken (counted, off the
+split table and the file listing: work units run elsewhere). The
 answer is the report's FINDINGS and IMPRESSION (``-o sections=``; parsing
 in :mod:`omnivmed.builders.mimic_reports`). Rejected: a study without a
 report file (``missing_report``), a report with neither section
@@ -35,11 +36,24 @@ from __future__ import annotations
 
 import os
 from collections import Counter
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Iterator
 
-from omnivmed.builders.base import HELD_OUT_FIRST, Builder, BuilderItem, BuilderOption, BuilderOptionError, LayoutError, Reject, SourceInfo
-from omnivmed.builders.mimic_cxr_vqa import VQA_DIRS, vqa_dir, vqa_files, vqa_samples
+from omnivmed.builders.base import (
+    HELD_OUT_FIRST,
+    Builder,
+    BuilderItem,
+    BuilderOption,
+    BuilderOptionError,
+    LayoutError,
+    ReadyItems,
+    Reject,
+    SourceInfo,
+    Unit,
+    chunks,
+)
+from omnivmed.builders.mimic_cxr_vqa import VQA_DIRS, VqaRun, vqa_dir, vqa_files, vqa_samples, vqa_unit_samples, vqa_units
 from omnivmed.builders.mimic_reports import SECTIONS, report_sections, report_text
 from omnivmed.builders.mimic_tables import METADATA_NAMES, SPLIT_NAMES, SplitTable, Study, find_table, read_split, read_view_positions
 from omnivmed.data.media import MediaError, read_image
@@ -65,6 +79,31 @@ INFO = SourceInfo(
     ),
     gated=True,
 )
+
+
+# Studies per work unit (one report and one image read each).
+STUDIES_PER_UNIT = 64
+
+
+@dataclass(frozen=True)
+class StudyChunk:
+    """A work unit: consecutive studies in build order, with the files of theirs that are on disk."""
+
+    studies: tuple[tuple[str, Study], ...]
+    on_disk: frozenset[str]
+
+
+# Per process: the metadata table's views, read once rather than shipped with every unit.
+_VIEWS: dict[tuple, dict[str, str]] = {}
+
+
+def _process_views(raw: Path) -> dict[str, str]:
+    path = find_table(raw, METADATA_NAMES)
+    key = (str(path), path.stat().st_size, path.stat().st_mtime_ns)
+    if key not in _VIEWS:
+        _VIEWS.clear()
+        _VIEWS[key] = read_view_positions(path, raw)
+    return _VIEWS[key]
 
 
 def report_prompt(sections: tuple[str, ...]) -> str:
@@ -140,27 +179,68 @@ class MimicCxrBuilder(Builder):
     # ------------------------------------------------------------ samples
 
     def generate(self, raw: Path) -> Iterator[BuilderItem]:
-        self._counts = Counter()
         views = read_view_positions(find_table(raw, METADATA_NAMES), raw)
+        self._counts = Counter()
         if "report" in self.tasks:
-            yield from self._reports(raw, views)
+            rejects, studies, on_disk = self._report_plan(raw, views)
+            yield from rejects
+            for study_id, study in studies:
+                yield self._report_item(raw, study_id, study, views, on_disk)
         if "vqa" in self.tasks:
             yield from vqa_samples(INFO, raw, vqa_dir(raw, self.options["vqa_dir"]), views)
 
-    def _reports(self, raw: Path, views: dict[str, str]) -> Iterator[BuilderItem]:
+    def work_units(self, raw: Path) -> list[Unit]:
+        """Chunks of ``STUDIES_PER_UNIT`` studies, then runs of VQA rows; the counter is read here."""
+        self._counts = Counter()
+        units: list[Unit] = []
+        if "report" in self.tasks:
+            views = read_view_positions(find_table(raw, METADATA_NAMES), raw)
+            rejects, studies, on_disk = self._report_plan(raw, views)
+            if rejects:
+                units.append(ReadyItems(tuple(rejects)))
+            for part in chunks(studies, STUDIES_PER_UNIT):
+                files = {report_path(study, sid) for sid, study in part}
+                files |= {image_path(study, sid, d) for sid, study in part for d in study.dicoms}
+                units.append(StudyChunk(part, frozenset(files & on_disk)))
+        if "vqa" in self.tasks:
+            units += vqa_units(raw, vqa_dir(raw, self.options["vqa_dir"]))
+        return units
+
+    def generate_unit(self, raw: Path, unit: Unit) -> Iterator[BuilderItem]:
+        if isinstance(unit, StudyChunk):
+            views = _process_views(raw)
+            for study_id, study in unit.studies:
+                yield self._report_item(raw, study_id, study, views, unit.on_disk)
+        elif isinstance(unit, VqaRun):
+            yield from vqa_unit_samples(INFO, raw, unit, _process_views(raw))
+        else:
+            yield from super().generate_unit(raw, unit)
+
+    def _report_plan(self, raw: Path, views: dict[str, str]) -> tuple[list[Reject], list[tuple[str, Study]], set[str]]:
+        """The split table's and the file scan's rejects, the studies in build order, the files on disk;
+        counts the studies whose preferred view is missing (read off the table and the listing)."""
         table = read_split(find_table(raw, SPLIT_NAMES), raw)
-        yield from table.rejects
         on_disk, extra = _scan_files(raw / FILES_DIR, table)
-        yield from extra
         order = {split: n for n, split in enumerate(HELD_OUT_FIRST)}
         studies = sorted(table.studies.items(), key=lambda kv: (order[kv[1].split], report_path(kv[1], kv[0])))
         for study_id, study in studies:
-            try:
-                yield self._report_sample(raw, study_id, study, views, on_disk)
-            except _StudyReject as err:
-                yield err.reject
-            except SchemaError as err:
-                yield Reject(report_path(study, study_id), f"s{study_id}", "schema", str(err))
+            present = [image_path(study, study_id, d) in on_disk for _, d in self._candidates(study, views)]
+            if present and not present[0] and any(present):
+                self._counts["preferred_image_missing"] += 1
+        return [*table.rejects, *extra], studies, on_disk
+
+    def _candidates(self, study: Study, views: dict[str, str]) -> list[tuple[int, str]]:
+        """(rank, dicom) of the study's images in the wanted views, preferred first."""
+        rank = {view: n for n, view in enumerate(self.views)}
+        return sorted((rank[views[d]], d) for d in study.dicoms if views.get(d) in rank)
+
+    def _report_item(self, raw: Path, study_id: str, study: Study, views: dict[str, str], on_disk) -> BuilderItem:
+        try:
+            return self._report_sample(raw, study_id, study, views, on_disk)
+        except _StudyReject as err:
+            return err.reject
+        except SchemaError as err:
+            return Reject(report_path(study, study_id), f"s{study_id}", "schema", str(err))
 
     def _report_sample(self, raw: Path, study_id: str, study: Study, views: dict[str, str], on_disk: set[str]):
         report_rel = report_path(study, study_id)
@@ -205,19 +285,16 @@ class MimicCxrBuilder(Builder):
         )
 
     def _frontal_image(self, raw: Path, study_id: str, study: Study, views: dict[str, str], on_disk: set[str]):
-        rank = {view: n for n, view in enumerate(self.views)}
-        candidates = sorted((rank[views[d]], d) for d in study.dicoms if views.get(d) in rank)
+        candidates = self._candidates(study, views)
         record = f"s{study_id}"
         if not candidates:
             found = ", ".join(sorted({views.get(d) or "none" for d in study.dicoms}))
             raise _StudyReject(
                 Reject(report_path(study, study_id), record, "no_view", f"s{study_id}: no image with ViewPosition {'/'.join(self.views)} (has {found})")
             )
-        for number, (_, dicom) in enumerate(candidates):
+        for _, dicom in candidates:
             rel = image_path(study, study_id, dicom)
             if rel in on_disk:
-                if number:
-                    self._counts["preferred_image_missing"] += 1
                 try:
                     return dicom, read_image(raw, rel), views[dicom]
                 except MediaError as err:

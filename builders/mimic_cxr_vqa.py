@@ -17,11 +17,12 @@ ImaGenome) is kept; it is not the official MIMIC-CXR split.
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Iterator
 
-from omnivmed.builders.base import BuilderItem, Reject, SourceInfo
-from omnivmed.builders.json_stream import json_rows
+from omnivmed.builders.base import BuilderItem, ReadyItems, Reject, SourceInfo
+from omnivmed.builders.json_stream import json_rows, json_rows_at, json_rows_with_offsets
 from omnivmed.builders.vqa2d import RecordError, reject_from, text_field, vqa_sample
 from omnivmed.data.media import ImageCache, MediaError
 from omnivmed.data.schema import SchemaError
@@ -34,6 +35,21 @@ ANSWER_TYPES = {"verify": "closed", "choose": "closed", "query": "open"}
 _KEPT_FIELDS = ("idx", "image_id", "subject_id", "study_id", "content_type", "semantic_type", "template", "template_program", "template_arguments")
 # Images are 2-3K pixel JPEGs of 1-2 MB: a few questions per image in a row, so a short cache.
 _CACHE_ITEMS = 32
+
+
+# Rows per work unit.
+ROWS_PER_UNIT = 256
+
+
+@dataclass(frozen=True)
+class VqaRun:
+    """A work unit: ``count`` consecutive rows of one VQA file, from the one at ``start_byte``."""
+
+    split: str
+    file: str  # relative to the raw folder
+    first_index: int
+    start_byte: int
+    count: int
 
 
 def vqa_dir(raw: Path, option: str) -> Path | None:
@@ -70,11 +86,38 @@ def vqa_samples(info: SourceInfo, raw: Path, folder: Path, views: dict[str, str]
                 yield item
                 continue
             index, row = item
-            record_id = f"{rel}:{row.get('idx', f'#{index}') if isinstance(row, dict) else f'#{index}'}"
-            try:
-                yield _sample(info, row, split, record_id, images, views)
-            except (RecordError, MediaError, SchemaError) as err:
-                yield reject_from(err, rel, record_id)
+            yield _row_item(info, row, index, split, rel, images, views)
+
+
+def vqa_units(raw: Path, folder: Path) -> list[VqaRun | ReadyItems]:
+    """The rows of every VQA file as runs of ``ROWS_PER_UNIT`` by byte offset; a file's break is a unit of its reject."""
+    units: list[VqaRun | ReadyItems] = []
+    for split, path in vqa_files(folder):
+        rel = path.relative_to(raw).as_posix()
+        run: list[tuple[int, int]] = []
+        for item in [*json_rows_with_offsets(path, raw), None]:
+            if isinstance(item, tuple):
+                run.append((item[0], item[2]))
+            if run and (len(run) == ROWS_PER_UNIT or not isinstance(item, tuple)):
+                units.append(VqaRun(split, rel, run[0][0], run[0][1], len(run)))
+                run = []
+            if isinstance(item, Reject):
+                units.append(ReadyItems((item,)))
+    return units
+
+
+def vqa_unit_samples(info: SourceInfo, raw: Path, unit: VqaRun, views: dict[str, str]) -> Iterator[BuilderItem]:
+    images = ImageCache(raw / "files", max_items=_CACHE_ITEMS)
+    for index, row in enumerate(json_rows_at(raw / unit.file, unit.start_byte, unit.count), start=unit.first_index):
+        yield _row_item(info, row, index, unit.split, unit.file, images, views)
+
+
+def _row_item(info: SourceInfo, row, index: int, split: str, rel: str, images: ImageCache, views: dict[str, str]) -> BuilderItem:
+    record_id = f"{rel}:{row.get('idx', f'#{index}') if isinstance(row, dict) else f'#{index}'}"
+    try:
+        return _sample(info, row, split, record_id, images, views)
+    except (RecordError, MediaError, SchemaError) as err:
+        return reject_from(err, rel, record_id)
 
 
 def _sample(info: SourceInfo, row, split: str, record_id: str, images: ImageCache, views: dict[str, str]):

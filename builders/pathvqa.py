@@ -22,11 +22,13 @@ is then kept as the ``answer_scores`` provenance field.
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Iterator
+from typing import Any, Iterator
 
-from omnivmed.builders.base import Builder, BuilderItem, LayoutError, SourceInfo
+from omnivmed.builders.base import Builder, BuilderItem, LayoutError, ReadyItems, SourceInfo, Unit, chunks
 from omnivmed.builders.vqa2d import (
+    parquet_file_vqa_samples,
     parquet_vqa_samples,
     RecordError,
     check_record_file,
@@ -87,6 +89,27 @@ def pick_answer(labels) -> str:
     return answer
 
 
+# LXMERT entries (one image and its ~7 questions each) per work unit.
+ENTRIES_PER_UNIT = 16
+
+
+@dataclass(frozen=True)
+class EntryChunk:
+    """A work unit: consecutive LXMERT entries of one split file, with their index in it."""
+
+    split: str
+    file: str  # relative to the raw folder
+    folder: str  # image sub-folder of the split
+    entries: tuple[tuple[int, Any], ...]
+
+
+@dataclass(frozen=True)
+class ParquetUnit:
+    """A work unit: one split parquet file of the Hugging Face copy (relative to the raw folder)."""
+
+    path: str
+
+
 def _lxmert_present(raw: Path) -> list[tuple[str, Path, str]]:
     return [(split, raw / name, folder) for split, name, folder in LXMERT_FILES if (raw / name).is_file()]
 
@@ -140,16 +163,43 @@ class PathVqaBuilder(Builder):
     def _parquet(self, raw: Path) -> Iterator[BuilderItem]:
         yield from parquet_vqa_samples(INFO, raw, MODALITY)
 
+    def work_units(self, raw: Path) -> list[Unit]:
+        parquets = parquet_files(raw)
+        if parquets:
+            return [ParquetUnit(p.relative_to(raw).as_posix()) for p in parquets]
+        return list(self._lxmert_units(raw, ENTRIES_PER_UNIT))
+
+    def generate_unit(self, raw: Path, unit: Unit) -> Iterator[BuilderItem]:
+        if isinstance(unit, ParquetUnit):
+            yield from parquet_file_vqa_samples(INFO, raw, raw / unit.path, MODALITY)
+        elif isinstance(unit, EntryChunk):
+            yield from self._entry_chunk(raw, unit, ImageCache(raw / IMAGE_DIR))
+        else:
+            yield from super().generate_unit(raw, unit)
+
     def _lxmert(self, raw: Path) -> Iterator[BuilderItem]:
         images = ImageCache(raw / IMAGE_DIR)
+        for unit in self._lxmert_units(raw, None):
+            if isinstance(unit, ReadyItems):
+                yield from unit.items
+            else:
+                yield from self._entry_chunk(raw, unit, images)
+
+    def _lxmert_units(self, raw: Path, size: int | None) -> Iterator[EntryChunk | ReadyItems]:
+        """Per LXMERT file (held-out first): its reject when unreadable, else its entries (in chunks)."""
         for split, path, folder in _lxmert_present(raw):
             rel = path.relative_to(raw).as_posix()
             entries, reject = load_json_list(path, raw)
             if reject:
-                yield reject
+                yield ReadyItems((reject,))
                 continue
-            for entry_index, entry in enumerate(entries):
-                yield from self._lxmert_entry(raw, entry, entry_index, split, folder, rel, images)
+            indexed = list(enumerate(entries))
+            for part in chunks(indexed, size) if size else [tuple(indexed)]:
+                yield EntryChunk(split, rel, folder, part)
+
+    def _entry_chunk(self, raw: Path, unit: EntryChunk, images: ImageCache) -> Iterator[BuilderItem]:
+        for entry_index, entry in unit.entries:
+            yield from self._lxmert_entry(raw, entry, entry_index, unit.split, unit.folder, unit.file, images)
 
     def _lxmert_entry(
         self, raw: Path, entry, entry_index: int, split: str, folder: str, rel: str, images: ImageCache

@@ -20,6 +20,11 @@ modality, body_part}``. OmniV-Med trains stage 1 on the Alignment rows
 * The modality tag is mapped onto the schema's vocabulary; an unknown tag
   becomes ``unspecified`` and is counted. The original modality and
   body_part tags stay in the provenance fields.
+* The counters are read off the annotation rows alone (a row whose image
+  list and turns are valid), never off the images, so the process that
+  splits the build into work units counts them while the units run
+  elsewhere. A work unit is ``ROWS_PER_UNIT`` consecutive rows, named by
+  their byte offset in the JSON file, so no process holds a whole file.
 
 Only the JSON files are hashed into the manifest: the zips are a fixed
 release of 57 GB.
@@ -28,11 +33,22 @@ release of 57 GB.
 from __future__ import annotations
 
 from collections import Counter
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Iterator
 
-from omnivmed.builders.base import Builder, BuilderItem, BuilderOption, BuilderOptionError, LayoutError, Reject, SourceInfo
-from omnivmed.builders.json_stream import json_rows
+from omnivmed.builders.base import (
+    Builder,
+    BuilderItem,
+    BuilderOption,
+    BuilderOptionError,
+    LayoutError,
+    ReadyItems,
+    Reject,
+    SourceInfo,
+    Unit,
+)
+from omnivmed.builders.json_stream import json_rows, json_rows_at, json_rows_with_offsets
 from omnivmed.builders.pubmedvision_modalities import map_modality
 from omnivmed.builders.vqa2d import RecordError, reject_from
 from omnivmed.builders.zip_images import ZipImageStore
@@ -68,6 +84,38 @@ INFO = SourceInfo(
     ),
     hf_repo="FreedomIntelligence/PubMedVision",
 )
+
+
+# Rows per work unit (a few MB of images each).
+ROWS_PER_UNIT = 256
+
+
+@dataclass(frozen=True)
+class RowRun:
+    """A work unit: ``count`` consecutive rows of one annotation file, from the one at ``start_byte``."""
+
+    subset: str
+    file: str  # the annotation file's name, at the top of the raw folder
+    task: str
+    first_index: int
+    start_byte: int
+    count: int
+
+
+# Per process: the zip index is built once, not once per work unit (20 central directories).
+_STORES: dict[tuple, ZipImageStore] = {}
+
+
+def _shared_store(raw: Path) -> ZipImageStore:
+    """This process's store for ``raw``'s zips, as long as they are the same files (size, mtime)."""
+    archives = zip_archives(raw)
+    key = (str(raw), tuple((str(a), a.stat().st_size, a.stat().st_mtime_ns) for a in archives))
+    if key not in _STORES:
+        for store in _STORES.values():
+            store.close()
+        _STORES.clear()
+        _STORES[key] = ZipImageStore(raw, archives)
+    return _STORES[key]
 
 
 def subset_files(subset: str) -> list[tuple[str, str, str]]:
@@ -122,32 +170,64 @@ class PubMedVisionBuilder(Builder):
         with ZipImageStore(raw, zip_archives(raw)) as images:
             for subset, name, task in subset_files(self.options["subset"]):
                 yield from self._rows(raw / name, subset, task, images)
-            yield from images.rejects  # zips that could not be opened (when one was needed)
+            yield from images.open_archives()  # zips that could not be opened
+
+    def work_units(self, raw: Path) -> list[Unit]:
+        """Runs of ``ROWS_PER_UNIT`` rows by byte offset; the counters are read here, off the rows."""
+        self._counts = Counter()
+        units: list[Unit] = []
+        for subset, name, task in subset_files(self.options["subset"]):
+            run: list[tuple[int, int]] = []  # (index, offset) of the rows of the unit being gathered
+            for item in [*json_rows_with_offsets(raw / name, raw), None]:
+                if isinstance(item, tuple):
+                    index, row, offset = item
+                    self._counts.update(annotation_counts(row))
+                    run.append((index, offset))
+                if run and (len(run) == ROWS_PER_UNIT or not isinstance(item, tuple)):
+                    units.append(RowRun(subset, name, task, run[0][0], run[0][1], len(run)))
+                    run = []
+                if isinstance(item, Reject):
+                    units.append(ReadyItems((item,)))  # the file broke off: the rows before are kept
+        with ZipImageStore(raw, zip_archives(raw)) as images:
+            broken = images.open_archives()
+        if broken:
+            units.append(ReadyItems(tuple(broken)))
+        return units
+
+    def generate_unit(self, raw: Path, unit: Unit) -> Iterator[BuilderItem]:
+        if not isinstance(unit, RowRun):
+            yield from super().generate_unit(raw, unit)
+            return
+        images = _shared_store(raw)
+        rows = json_rows_at(raw / unit.file, unit.start_byte, unit.count)
+        for index, row in enumerate(rows, start=unit.first_index):
+            yield self._row_item(row, index, unit.file, unit.subset, unit.task, images)
 
     def _rows(self, path: Path, subset: str, task: str, images: ZipImageStore) -> Iterator[BuilderItem]:
-        rel = path.name
         for item in json_rows(path, path.parent):
             if isinstance(item, Reject):
                 yield item  # the file broke off: the rows before were kept
                 continue
             index, row = item
-            record_id = _record_id(row, rel, index)
-            try:
-                yield self._sample(row, subset, task, record_id, images)
-            except (RecordError, MediaError, SchemaError) as err:
-                yield reject_from(err, rel, record_id)
+            self._counts.update(annotation_counts(row))
+            yield self._row_item(row, index, path.name, subset, task, images)
+
+    def _row_item(self, row, index: int, rel: str, subset: str, task: str, images: ZipImageStore) -> BuilderItem:
+        record_id = _record_id(row, rel, index)
+        try:
+            return self._sample(row, subset, task, record_id, images)
+        except (RecordError, MediaError, SchemaError) as err:
+            return reject_from(err, rel, record_id)
 
     def _sample(self, row, subset: str, task: str, record_id: str, images: ZipImageStore):
         if not isinstance(row, dict):
             raise RecordError("malformed_record", f"expected an object, found {type(row).__name__}")
         paths = _image_paths(row.get("image"))
         turns = _turns(row.get("conversations"))
-        turns = self._with_placeholders(turns, len(paths))
+        turns = _with_placeholders(turns, len(paths))
         frames = _same_format([images.get(p) for p in paths])
         tag = row.get("modality")
-        modality, known = map_modality(tag)
-        if not known:
-            self._counts["modality_unspecified"] += 1
+        modality, _ = map_modality(tag)
         fields = {"id": row.get("id"), "modality": tag, "body_part": row.get("body_part"), "subset": subset}
         return make_sample(
             source=INFO.name,
@@ -169,20 +249,41 @@ class PubMedVisionBuilder(Builder):
             ),
         )
 
-    def _with_placeholders(self, turns: list[Turn], n_images: int) -> list[Turn]:
-        found = sum(t.content.count(IMAGE_TOKEN) for t in turns)
-        if found == n_images:
-            return turns
-        if found:
-            raise RecordError("placeholder_mismatch", f"{found} {IMAGE_TOKEN} placeholders for {n_images} images")
-        first_user = next((i for i, t in enumerate(turns) if t.role == "user"), None)
-        if first_user is None:
-            raise RecordError("malformed_record", "conversations have no human turn")
-        self._counts["placeholders_added"] += 1
-        turn = turns[first_user]
-        turns = list(turns)
-        turns[first_user] = Turn(turn.role, f"{IMAGE_TOKEN}\n" * n_images + turn.content)
+
+
+def _with_placeholders(turns: list[Turn], n_images: int) -> list[Turn]:
+    found = sum(t.content.count(IMAGE_TOKEN) for t in turns)
+    if found == n_images:
         return turns
+    if found:
+        raise RecordError("placeholder_mismatch", f"{found} {IMAGE_TOKEN} placeholders for {n_images} images")
+    first_user = next((i for i, t in enumerate(turns) if t.role == "user"), None)
+    if first_user is None:
+        raise RecordError("malformed_record", "conversations have no human turn")
+    turn = turns[first_user]
+    turns = list(turns)
+    turns[first_user] = Turn(turn.role, f"{IMAGE_TOKEN}\n" * n_images + turn.content)
+    return turns
+
+
+def annotation_counts(row) -> list[str]:
+    """The counters a row adds, read off its annotation alone: ``placeholders_added`` when its turns
+    hold no placeholder, ``modality_unspecified`` when its tag is unknown (only rows whose image
+    list and turns are valid count)."""
+    if not isinstance(row, dict):
+        return []
+    try:
+        paths = _image_paths(row.get("image"))
+        turns = _turns(row.get("conversations"))
+        _with_placeholders(turns, len(paths))
+    except RecordError:
+        return []
+    counts = []
+    if not any(IMAGE_TOKEN in t.content for t in turns):
+        counts.append("placeholders_added")
+    if not map_modality(row.get("modality"))[1]:
+        counts.append("modality_unspecified")
+    return counts
 
 
 def _record_id(row, rel: str, index: int) -> str:

@@ -18,10 +18,11 @@ fields.
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Iterator
+from typing import Any, Iterator
 
-from omnivmed.builders.base import Builder, BuilderItem, DownloadFile, LayoutError, SourceInfo
+from omnivmed.builders.base import Builder, BuilderItem, DownloadFile, LayoutError, ReadyItems, SourceInfo, Unit, chunks
 from omnivmed.builders.vqa2d import (
     RecordError,
     check_record_file,
@@ -78,6 +79,19 @@ RECORD_KEYS = ("question", "answer", "img_name")  # every question record of the
 _KEPT_FIELDS = ("img_id", "qid", "q_lang", "location", "modality", "content_type", "base_type", "triple")
 
 
+# English records per work unit (one image read each, at most).
+RECORDS_PER_UNIT = 64
+
+
+@dataclass(frozen=True)
+class RecordChunk:
+    """A work unit: consecutive English records of one split file, with their index in it."""
+
+    split: str
+    file: str  # relative to the raw folder
+    records: tuple[tuple[int, Any], ...]
+
+
 def _validation_json(raw: Path) -> Path | None:
     for name in VALIDATION_JSONS:
         if (raw / name).is_file():
@@ -123,20 +137,41 @@ class SlakeBuilder(Builder):
 
     def generate(self, raw: Path) -> Iterator[BuilderItem]:
         images = ImageCache(raw / IMAGE_DIR)
+        for unit in self._units(raw, chunk=None):
+            yield from self._unit_items(raw, unit, images)
+
+    def work_units(self, raw: Path) -> list[Unit]:
+        return list(self._units(raw, chunk=RECORDS_PER_UNIT))
+
+    def generate_unit(self, raw: Path, unit: Unit) -> Iterator[BuilderItem]:
+        if isinstance(unit, RecordChunk):
+            yield from self._unit_items(raw, unit, ImageCache(raw / IMAGE_DIR))
+        else:
+            yield from super().generate_unit(raw, unit)
+
+    def _units(self, raw: Path, chunk: int | None) -> Iterator[RecordChunk | ReadyItems]:
+        """Per split file (held-out first): its reject when unreadable, else its English records (in chunks)."""
         for split, path in split_files(raw):
             rel = path.relative_to(raw).as_posix()
             records, reject = load_json_list(path, raw)
             if reject:
-                yield reject  # this split is lost; the others are still built
+                yield ReadyItems((reject,))  # this split is lost; the others are still built
                 continue
-            for index, record in enumerate(records):
-                if isinstance(record, dict) and record.get("q_lang") == "zh":
-                    continue  # the Chinese half: deliberately left out, not an error
-                record_id = f"{rel}:{record.get('qid', index) if isinstance(record, dict) else index}"
-                try:
-                    yield self._sample(record, split, record_id, images)
-                except (RecordError, MediaError, SchemaError) as err:
-                    yield reject_from(err, rel, record_id)
+            # The Chinese half is deliberately left out, not an error.
+            english = [(i, r) for i, r in enumerate(records) if not (isinstance(r, dict) and r.get("q_lang") == "zh")]
+            for part in chunks(english, chunk) if chunk else [tuple(english)]:
+                yield RecordChunk(split, rel, part)
+
+    def _unit_items(self, raw: Path, unit: RecordChunk | ReadyItems, images: ImageCache) -> Iterator[BuilderItem]:
+        if isinstance(unit, ReadyItems):
+            yield from unit.items
+            return
+        for index, record in unit.records:
+            record_id = f"{unit.file}:{record.get('qid', index) if isinstance(record, dict) else index}"
+            try:
+                yield self._sample(record, unit.split, record_id, images)
+            except (RecordError, MediaError, SchemaError) as err:
+                yield reject_from(err, unit.file, record_id)
 
     def _sample(self, record, split: str, record_id: str, images: ImageCache):
         if not isinstance(record, dict):

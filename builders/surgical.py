@@ -14,15 +14,29 @@ build killed half-way redoes only the clips it had not finished.
 
 from __future__ import annotations
 
+import json
+import shutil
 from abc import abstractmethod
 from collections import OrderedDict
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Iterator
 
-from omnivmed.builders.base import HELD_OUT_FIRST, Builder, BuilderItem, BuilderOption, BuilderOptionError, LayoutError, Reject
+from omnivmed.builders.base import (
+    HELD_OUT_FIRST,
+    Builder,
+    BuilderItem,
+    BuilderOption,
+    BuilderOptionError,
+    LayoutError,
+    ReadyItems,
+    Reject,
+    Unit,
+    runs,
+)
 from omnivmed.builders.surgical_vocabularies import Vocabulary
 from omnivmed.builders.volume_samples import relative
+from omnivmed.data.fileio import atomic_write_bytes
 from omnivmed.data.schema import VIDEO_TOKEN, Provenance, SchemaError, Turn, VisualMeta, make_sample
 from omnivmed.data.video import Clip, ClipCache, ClipMaker, ClipSpec, DigestCache, FrameSource, VideoError, open_frames
 from omnivmed.data.video.windows import window_starts
@@ -43,6 +57,19 @@ class QaRecord:
     qa_file: str  # relative to the raw folder
     line: int
     category: str = ""  # PSI-AVA's C1..C4
+
+
+@dataclass(frozen=True)
+class VideoRecords:
+    """A work unit: the QA records of one video (one split), in build order; ``number`` names its tally."""
+
+    number: int
+    records: tuple[QaRecord, ...]
+
+
+# Per-unit counts (clips padded) under the build's clips/ folder: units may run in other
+# processes, which share the build's output folder (they write the clip cache there too).
+TALLY_DIR = "unit-counters"
 
 
 @dataclass(frozen=True)
@@ -162,13 +189,24 @@ class SurgicalVqaBuilder(Builder):
             raise BuilderOptionError(f"{self.info.name}: {err}") from None
         self._work: Path | None = None
         self._padded = 0
+        self._tallies: int | None = None  # units whose tally files make the counters (None: counted here)
         self.clip_stats: dict[str, int] = {}
 
     def begin(self, out: Path) -> None:
         self._work = out
 
     def counters(self) -> dict[str, int]:
-        return {"clips_padded": self._padded}
+        if self._tallies is None or self._work is None:
+            return {"clips_padded": self._padded}
+        folder = self._work / "clips" / TALLY_DIR
+        padded = 0
+        for number in range(self._tallies):
+            path = folder / f"{number}.json"
+            try:
+                padded += int(json.loads(path.read_text(encoding="utf-8"))["clips_padded"])
+            except (OSError, ValueError, KeyError, TypeError):
+                raise RuntimeError(f"{path}: the count of work unit {number} is missing or unreadable") from None
+        return {"clips_padded": padded}
 
     # -- the layout ---------------------------------------------------------------------------
 
@@ -214,20 +252,50 @@ class SurgicalVqaBuilder(Builder):
         raise VideoError("missing_video", relative(folder, raw), f"no source video {names} for {video!r}")
 
     def generate(self, raw: Path) -> Iterator[BuilderItem]:
+        self._padded, self._tallies = 0, None
+        records, rejects = self._sorted_records(raw)
+        yield from rejects
+        yield from self._clips(raw, records, clean_cache=True)
+
+    def work_units(self, raw: Path) -> list[Unit]:
+        """The records' rejects, then one unit per video (split, video), in :meth:`generate`'s order."""
         self._padded = 0
-        cache = ClipCache(self._work / "clips") if self._work is not None else None
+        records, rejects = self._sorted_records(raw)
+        units: list[Unit] = [ReadyItems(tuple(rejects))] if rejects else []
+        videos = runs(records, lambda r: (r.split, r.video))
+        units += [VideoRecords(number, run) for number, run in enumerate(videos)]
+        if self._work is not None:
+            ClipCache(self._work / "clips")  # removes what a killed build left, before the units write there
+            shutil.rmtree(self._work / "clips" / TALLY_DIR, ignore_errors=True)  # a previous build's
+            self._tallies = len(videos)
+        return units
+
+    def generate_unit(self, raw: Path, unit: Unit) -> Iterator[BuilderItem]:
+        if not isinstance(unit, VideoRecords):
+            yield from super().generate_unit(raw, unit)
+            return
+        before = self._padded
+        # Other processes write clips beside this one: never clean their temporaries.
+        yield from self._clips(raw, list(unit.records), clean_cache=False)
+        if self._work is not None:
+            tally = {"clips_padded": self._padded - before}
+            atomic_write_bytes(self._work / "clips" / TALLY_DIR / f"{unit.number}.json", json.dumps(tally).encode())
+
+    def _sorted_records(self, raw: Path) -> tuple[list[QaRecord], list[Reject]]:
+        """Held-out splits first (deduplication keeps them), then by video and frame so that
+        decoding moves forward through each video; the layout's rejects apart."""
+        order = {split: n for n, split in enumerate(HELD_OUT_FIRST)}
+        records, rejects = [], []
+        for item in self.records(raw):
+            (rejects if isinstance(item, Reject) else records).append(item)
+        records.sort(key=lambda r: (order[r.split], r.video, r.variant, r.frame, r.qa_file, r.line))
+        return records, rejects
+
+    def _clips(self, raw: Path, records: list[QaRecord], clean_cache: bool) -> Iterator[BuilderItem]:
+        """The records' samples (or rejects), clips cut in order; padded clips counted."""
+        cache = ClipCache(self._work / "clips", clean=clean_cache) if self._work is not None else None
         digests = DigestCache(self._work / "clips" / "video-digests.json") if self._work is not None else None
         maker = ClipMaker(self.spec, cache)
-        order = {split: n for n, split in enumerate(HELD_OUT_FIRST)}
-        records = []
-        for item in self.records(raw):
-            if isinstance(item, Reject):
-                yield item
-            else:
-                records.append(item)
-        # Held-out splits first (deduplication keeps them), then by video and frame so that
-        # decoding moves forward through each video.
-        records.sort(key=lambda r: (order[r.split], r.video, r.variant, r.frame, r.qa_file, r.line))
         sources: OrderedDict[Path, FrameSource | VideoError] = OrderedDict()
         last: tuple[tuple, Clip] | None = None
         try:

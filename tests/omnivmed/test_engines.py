@@ -95,10 +95,21 @@ def test_volumes_without_annotations_one_unit_per_volume(tmp_path):
 
 
 def test_a_builder_without_units_is_one_whole_unit(tmp_path):
-    from omnivmed.builders.base import WholeSource
+    from omnivmed.builders.base import Builder, SourceInfo, WholeSource
 
-    builder = get_builder("slake")
-    assert builder.work_units(tmp_path) == [WholeSource()]
+    class Plain(Builder):
+        info = SourceInfo("plain", "", "", "", "")
+
+        def check_layout(self, raw):
+            pass
+
+        def input_files(self, raw):
+            return []
+
+        def generate(self, raw):
+            yield from ()
+
+    assert Plain().work_units(tmp_path) == [WholeSource()]
 
 
 # -- the local engine ----------------------------------------------------------------------------
