@@ -8,8 +8,10 @@ main case, and the CT NIfTI ``example_ct_sm.nii.gz``.
   does, timed in three stages. **read** covers grouping the DICOM headers
   (pydicom), the GDCM decode to float32 and the canonical (LPS) reorientation.
   For NIfTI it also covers the truncation check. **normalise** is min-max,
-  crop to the foreground, and the area resize to 32x256x256. **encode** is
-  the 32 PNG slices. The stages call ``read_volume``, ``apply_recipe`` and
+  crop to the foreground, and the trilinear resize to 32x256x256. **encode**
+  is the 32 PNG slices (``PNG_ENCODING``: zlib run-length strategy, Paeth
+  filter, on ``ENCODE_THREADS`` threads; the bytes do not depend on the
+  thread count). The stages call ``read_volume``, ``apply_recipe`` and
   ``encode_normalised``, which are the same calls ``encode_volume`` makes. A
   check run before timing confirms the frames are byte-identical to
   ``encode_volume``'s.
@@ -51,7 +53,7 @@ It includes the warm-up: the writer's first 16 MiB record batches (about 21
 volumes each), which K=5 never fills, grow the allocators once. So the
 verdict is only given when Kprev stores at least two batches. Usage::
 
-    python benchmarks/bench_volumes.py [--repeat N] [--nifti-repeat N] [--copies 5 45 90] [--tracemalloc] [--quick]
+    python benchmarks/bench_volumes.py [--repeat N] [--nifti-repeat N] [--copies 5 45 90] [--tracemalloc] [--quick] [--no-memory]
 """
 
 from __future__ import annotations
@@ -75,6 +77,7 @@ import SimpleITK as sitk
 from harness import machine_facts, parse_positive_ints, peak_rss_bytes
 from omnivmed.data.volume import PRESETS, VolumeInput, encode_volume, read_volume
 from omnivmed.data.volume.discover import expand
+from omnivmed.data.volume import encode as encode_module
 from omnivmed.data.volume.encode import encode_normalised
 from omnivmed.data.shards import DEFAULT_BATCH_BYTES
 from omnivmed.data.volume.presets import M3D_SHAPE, apply_recipe
@@ -303,6 +306,7 @@ def main(argv=None) -> int:
     )
     parser.add_argument("--tracemalloc", dest="trace", action="store_true", help="also trace Python/numpy peaks (~30%% slower)")
     parser.add_argument("--quick", action="store_true", help="smoke run: 3 / 10 repeats, copies 2 4 8")
+    parser.add_argument("--no-memory", dest="memory", action="store_false", help="part 1 only (throughput)")
     parser.add_argument(
         "--tmpdir", type=Path, default=ROOT / "benchmarks" / "results", help="where the raw folders and shards go (a real disk)"
     )
@@ -349,6 +353,17 @@ def main(argv=None) -> int:
         if any(stalls):
             print(f"  runs over 3x the median: ours {stalls[0]}, baseline {stalls[1]} of {r['repeat']}")
 
+    encoding = {"png_encoding": getattr(encode_module, "PNG_ENCODING", "png-1 (zlib level 3)"),
+                "encode_threads": getattr(encode_module, "ENCODE_THREADS", 1)}
+    print(f"encoder: {encoding['png_encoding']} on {encoding['encode_threads']} thread(s)")
+    if not args.memory:
+        result = {"benchmark": "volumes", "recipe": RECIPE.describe(), **encoding, "throughput": volumes, "memory": None,
+                  "machine": machine_facts(simpleitk=sitk.Version_VersionString(), numpy=np.__version__)}
+        args.json.parent.mkdir(parents=True, exist_ok=True)
+        args.json.write_text(json.dumps(result, indent=2) + "\n")
+        print(f"results: {args.json}")
+        return 0
+
     print()
     print("part 2: peak memory of build_source (volumes builder, preset m3d), K copies of the series, one subprocess per K", flush=True)
     args.tmpdir.mkdir(parents=True, exist_ok=True)
@@ -379,6 +394,7 @@ def main(argv=None) -> int:
     result = {
         "benchmark": "volumes",
         "recipe": RECIPE.describe(),
+        **encoding,
         "throughput": volumes,
         "memory": {
             "builds": builds,

@@ -124,6 +124,13 @@ class Builder(ABC):
 
     info: SourceInfo
     option_specs: tuple[BuilderOption, ...] = ()
+    # The encoding of the frames it writes, when it is the project's own (volume slices: PNG_ENCODING):
+    # recorded in the manifest, so a build made with another encoder is not taken as up to date.
+    frame_encoding: str = ""
+
+    def recorded_options(self) -> dict[str, str]:
+        """The options a manifest records: the builder's own, and its frame encoding when it has one."""
+        return {**self.options, **({"frame_encoding": self.frame_encoding} if self.frame_encoding else {})}
 
     def __init__(self, **options: str):
         known = {o.name: o for o in self.option_specs}

@@ -45,6 +45,7 @@ from omnivmed.builders.volume_samples import (
 from omnivmed.builders.vqa2d import load_json
 from omnivmed.data.schema import SchemaError
 from omnivmed.data.volume import VolumeError
+from omnivmed.data.volume.encode import PNG_ENCODING
 
 INDEX_NAME = "M3D_Cap.json"
 INDEX_LOCATIONS = (INDEX_NAME, f"M3D_Cap/{INDEX_NAME}", f"M3D_Cap_npy/{INDEX_NAME}")
@@ -96,6 +97,7 @@ def find_index(raw: Path) -> Path | None:
 
 class M3dCapBuilder(Builder):
     info = INFO
+    frame_encoding = PNG_ENCODING
     option_specs = (
         *volume_option_specs("m3d"),
         BuilderOption("tasks", ",".join(TASKS), f"comma list of the tasks to emit per volume: {', '.join(TASKS)}"),

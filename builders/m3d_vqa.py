@@ -37,6 +37,7 @@ from omnivmed.builders.volume_samples import (
 )
 from omnivmed.data.schema import SchemaError
 from omnivmed.data.volume import VolumeError
+from omnivmed.data.volume.encode import PNG_ENCODING
 
 FOLDERS = ("", "M3D_VQA", "M3D-VQA")
 # (our split, file stems tried in order): test5k is a subset of test, read only without it.
@@ -133,6 +134,7 @@ def open_form(row: dict) -> tuple[str, str]:
 
 class M3dVqaBuilder(Builder):
     info = INFO
+    frame_encoding = PNG_ENCODING
     option_specs = (
         *volume_option_specs("m3d"),
         BuilderOption("forms", ",".join(FORMS), "comma list of the question forms to emit per row: closed (multiple choice), open"),

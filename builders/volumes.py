@@ -45,6 +45,7 @@ from omnivmed.data.fileio import is_within
 from omnivmed.data.schema import MODALITIES, SPLITS, TASKS, UNSPECIFIED_MODALITY, Sample, SchemaError
 from omnivmed.data.volume import VolumeError, VolumeInput, encode_volume, find_volume_inputs, read_volume
 from omnivmed.data.volume.discover import classify, expand
+from omnivmed.data.volume.encode import PNG_ENCODING
 
 ANNOTATION_NAMES = ("annotations.csv", "annotations.jsonl")
 DICOM_CODES = {"ct": "CT", "mri": "MR", "pet": "PT"}
@@ -103,6 +104,7 @@ class HeaderInput:
 
 class VolumesBuilder(Builder):
     info = INFO
+    frame_encoding = PNG_ENCODING
     option_specs = (
         *volume_option_specs("auto"),
         four_d_option(),

@@ -145,7 +145,7 @@ def _build_locked(
     inputs = input_checksums(builder, raw)
     warnings = differences_from_published(builder, inputs)
     manifest_path = out / MANIFEST_NAME
-    if not force and (previous := _up_to_date(manifest_path, inputs, builder.options)) is not None:
+    if not force and (previous := _up_to_date(manifest_path, inputs, builder.recorded_options())) is not None:
         return BuildResult(manifest_path, previous, reused=True, warnings=warnings)
 
     seen: set[str] = set()
@@ -180,7 +180,7 @@ def _build_locked(
             name=info.name,
             sources=[SourceCard(info.name, info.homepage, info.license, info.citation)],
             inputs=inputs,
-            options=dict(builder.options),
+            options=builder.recorded_options(),
             counters=dict(sorted(builder.counters().items())),
             duplicates_removed=duplicates,
         )

@@ -30,7 +30,7 @@ def combine_manifests(name: str, manifest_paths: list[Path], out_path: Path) -> 
         base = path.parent.resolve()
         for shard in part.shards:
             rel = Path(os.path.relpath(base / shard.path, out_dir)).as_posix()
-            combined.shards.append(ShardInfo(rel, shard.split, shard.rows, shard.bytes, shard.sha256))
+            combined.shards.append(ShardInfo(rel, shard.split, shard.rows, shard.bytes, shard.digest))
         for axis, values in part.counts.items():
             counts.setdefault(axis, Counter()).update(values)
         combined.inputs.extend(InputFile(f"{part.name}/{i.path}", i.bytes, i.sha256) for i in part.inputs)

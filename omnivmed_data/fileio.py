@@ -16,11 +16,48 @@ _CHUNK = 4 << 20
 
 
 def sha256_file(path: Path) -> str:
+    """Bare hex sha256 of a file: the checksum of raw inputs, comparable with published releases."""
     h = hashlib.sha256()
     with open(path, "rb") as f:
         while chunk := f.read(_CHUNK):
             h.update(chunk)
     return h.hexdigest()
+
+
+# Shard digests are written as "<algorithm>:<hex>". BLAKE3 is what new shards get: about
+# 2.5x sha256's speed on one core here, so hashing keeps up with the write; sha256 stays
+# readable and verifiable for manifests written before it.
+SHARD_HASH = "blake3"
+HASH_ALGORITHMS = ("blake3", "sha256")
+
+
+def split_digest(digest: str) -> tuple[str, str]:
+    """``"blake3:ab12..."`` -> ``("blake3", "ab12...")``; ValueError naming what is wrong otherwise."""
+    algorithm, sep, hexdigest = digest.partition(":")
+    if not sep or algorithm not in HASH_ALGORITHMS:
+        raise ValueError(f"digest {digest[:20]!r} does not start with one of {', '.join(a + ':' for a in HASH_ALGORITHMS)}")
+    if len(hexdigest) != 64 or any(c not in "0123456789abcdef" for c in hexdigest):
+        raise ValueError(f"digest {digest[:20]!r} is not 64 lower-case hex digits after {algorithm}:")
+    return algorithm, hexdigest
+
+
+def file_digest(path: Path, algorithm: str = SHARD_HASH, *, all_cores: bool = True) -> str:
+    """``"<algorithm>:<hex>"`` of a file's bytes (how manifests record shards).
+
+    ``all_cores``: BLAKE3 on every core (verification); the digest does not depend on it.
+    The shard writer passes False: its hash runs beside an fsync on a busy machine, where
+    BLAKE3's worker threads measured no faster and now and then stalled for a few hundred ms.
+    """
+    if algorithm == "blake3":
+        from blake3 import blake3
+
+        # Memory-mapped: nothing is copied.
+        h = blake3(max_threads=blake3.AUTO if all_cores else 1)
+        h.update_mmap(str(path))
+        return f"blake3:{h.hexdigest()}"
+    if algorithm == "sha256":
+        return f"sha256:{sha256_file(path)}"
+    raise ValueError(f"hash algorithm {algorithm!r} is not one of {', '.join(HASH_ALGORITHMS)}")
 
 
 def sha256_folder(path: Path) -> tuple[int, str]:

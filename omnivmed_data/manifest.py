@@ -1,7 +1,8 @@
 """The manifest: a typed description of a set of shards, and its verification.
 
 A manifest is the contract between the builders and the trainer: every shard
-with its rows, bytes and sha256, the schema fingerprint, counts along every
+with its rows, bytes and digest (``blake3:<hex>``; ``sha256:<hex>`` in manifests
+written before format 2), the schema fingerprint, counts along every
 axis the trainer mixes by, the inputs' checksums, and what was rejected.
 It holds no clock time, so two builds of the same input write the same bytes.
 """
@@ -16,10 +17,12 @@ from typing import Callable
 import pyarrow as pa
 
 from omnivmed import __version__
-from omnivmed.data.fileio import atomic_write_bytes, sha256_file
+from omnivmed.data.fileio import atomic_write_bytes, file_digest, split_digest
 from omnivmed.data.schema import SCHEMA_FINGERPRINT, SCHEMA_VERSION, schema_fingerprint_of
 
-MANIFEST_FORMAT = 1
+# 2: shards carry "digest" ("blake3:<hex>") instead of "sha256". Format 1 still loads and verifies.
+MANIFEST_FORMAT = 2
+READABLE_FORMATS = (1, 2)
 COUNT_AXES: tuple[str, ...] = ("source", "split", "task", "modality", "visual_kind")
 
 
@@ -33,7 +36,23 @@ class ShardInfo:
     split: str
     rows: int
     bytes: int
-    sha256: str
+    digest: str  # "<algorithm>:<hex>": "blake3:..." for new shards, "sha256:..." from format-1 manifests
+
+    def __post_init__(self):
+        # A bare 64-hex digest is what format 1 (and older callers) meant: sha256.
+        if ":" not in self.digest and len(self.digest) == 64:
+            object.__setattr__(self, "digest", f"sha256:{self.digest}")
+        split_digest(self.digest)
+
+    @property
+    def algorithm(self) -> str:
+        return self.digest.partition(":")[0]
+
+    @property
+    def sha256(self) -> str:
+        """Deprecated alias of :attr:`digest` (the algorithm-prefixed digest, whatever the algorithm),
+        kept so code that copies shard entries (``ShardInfo(..., s.sha256)``) stays exact."""
+        return self.digest
 
 
 @dataclass(frozen=True)
@@ -89,18 +108,21 @@ class Manifest:
         unknown = set(data) - known
         if unknown:
             raise ManifestError(f"{origin}: unknown manifest keys {sorted(unknown)}")
-        if data.get("format") != MANIFEST_FORMAT:
-            raise ManifestError(f"{origin}: manifest format {data.get('format')!r}, expected {MANIFEST_FORMAT}")
+        if data.get("format") not in READABLE_FORMATS:
+            raise ManifestError(
+                f"{origin}: manifest format {data.get('format')!r}, expected one of {', '.join(map(str, READABLE_FORMATS))}"
+            )
         try:
             return cls(
                 **{
                     **data,
-                    "shards": [ShardInfo(**s) for s in data.get("shards", [])],
+                    "format": MANIFEST_FORMAT,  # loaded into today's layout; saving writes format 2
+                    "shards": [_shard_from_dict(s) for s in data.get("shards", [])],
                     "sources": [SourceCard(**s) for s in data.get("sources", [])],
                     "inputs": [InputFile(**i) for i in data.get("inputs", [])],
                 }
             )
-        except TypeError as err:
+        except (TypeError, ValueError) as err:
             raise ManifestError(f"{origin}: {err}") from None
 
     @classmethod
@@ -115,6 +137,14 @@ class Manifest:
         return cls.from_dict(data, origin=str(path))
 
 
+def _shard_from_dict(entry: dict) -> ShardInfo:
+    """A shard entry of either layout: format 2's ``digest``, or format 1's bare-hex ``sha256``."""
+    if "sha256" in entry and "digest" not in entry:
+        entry = {**entry, "digest": f"sha256:{entry['sha256']}"}
+        del entry["sha256"]
+    return ShardInfo(**entry)
+
+
 def shard_path(manifest_path: Path, shard: ShardInfo) -> Path:
     return Path(manifest_path).parent / shard.path
 
@@ -122,9 +152,10 @@ def shard_path(manifest_path: Path, shard: ShardInfo) -> Path:
 def verify_manifest(manifest_path: Path, manifest: Manifest | None = None) -> list[str]:
     """Check every shard against the manifest; return one line per problem.
 
-    Checks, per shard: present, byte size, sha256, row count, and the schema
-    fingerprint stored in the file; and that the manifest's own fingerprint is
-    the one this version of the tool writes.
+    Checks, per shard: present, byte size, digest (with the algorithm the
+    manifest names), row count, and the schema fingerprint stored in the file;
+    and that the manifest's own fingerprint is the one this version of the tool
+    writes.
     """
     manifest_path = Path(manifest_path)
     manifest = manifest or Manifest.load(manifest_path)
@@ -144,9 +175,10 @@ def verify_manifest(manifest_path: Path, manifest: Manifest | None = None) -> li
         if size != shard.bytes:
             problems.append(f"{shard.path}: {size} bytes, manifest says {shard.bytes}")
             continue
-        digest = sha256_file(path)
-        if digest != shard.sha256:
-            problems.append(f"{shard.path}: sha256 {digest[:12]}..., manifest says {shard.sha256[:12]}...")
+        algorithm, expected = split_digest(shard.digest)
+        found = file_digest(path, algorithm).partition(":")[2]
+        if found != expected:
+            problems.append(f"{shard.path}: {algorithm} {found[:12]}..., manifest says {expected[:12]}...")
             continue
         problems.extend(_check_shard_contents(path, shard, manifest.schema_fingerprint))
     return problems

@@ -325,7 +325,7 @@ def _manifest_template(plan: MixPlan) -> Manifest:
     manifest.options.update({"recipe.stage": str(recipe.stage), "recipe.balance": recipe.balance, "recipe.on_shortfall": recipe.on_shortfall})
     for p in plan.entries:
         e, part = p.entry, p.manifest
-        manifest.inputs.extend(InputFile(f"{e.name}/{s.path}", s.bytes, s.sha256) for s in part.shards)
+        manifest.inputs.extend(InputFile(f"{e.name}/{s.path}", s.bytes, s.digest) for s in part.shards)
         manifest.options.update(
             {
                 f"recipe.{e.name}.take": e.take.describe(),
@@ -362,7 +362,7 @@ def _publish(manifest: Manifest, manifest_path: Path, manifests_dir: Path | None
     manifests_dir.mkdir(parents=True, exist_ok=True)
     base = manifest_path.parent.resolve()
     rel = os.path.relpath(base, manifests_dir.resolve())
-    shards = [ShardInfo(Path(rel, s.path).as_posix(), s.split, s.rows, s.bytes, s.sha256) for s in manifest.shards]
+    shards = [ShardInfo(Path(rel, s.path).as_posix(), s.split, s.rows, s.bytes, s.digest) for s in manifest.shards]
     write_if_changed(target, replace(manifest, shards=shards).to_json().encode())
     return target
 

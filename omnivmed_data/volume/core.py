@@ -66,6 +66,23 @@ def plane_of(direction: tuple[float, ...]) -> str:
     return ("sagittal", "coronal", "axial")[axis]
 
 
+def is_canonical(direction: tuple[float, ...]) -> bool:
+    """True when DICOMOrient to CANONICAL_ORIENTATION would change nothing (an identity permutation)."""
+    import SimpleITK as sitk
+
+    return sitk.DICOMOrientImageFilter.GetOrientationFromDirectionCosines(direction) == CANONICAL_ORIENTATION
+
+
+def to_canonical(image):
+    """``image`` reoriented to CANONICAL_ORIENTATION; returned as it is when already there
+    (DICOMOrient would copy every voxel for an identity permutation)."""
+    import SimpleITK as sitk
+
+    if is_canonical(image.GetDirection()):
+        return image
+    return sitk.DICOMOrient(image, CANONICAL_ORIENTATION)
+
+
 def itk_message(err: Exception, *paths: Path) -> str:
     """The useful line of an ITK exception, without object addresses or absolute paths.
 

@@ -20,8 +20,10 @@ temporal position when asked (``four_d="split"``).
 
 from __future__ import annotations
 
+import os
 import warnings
 from collections import defaultdict
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -30,7 +32,16 @@ import pydicom
 import SimpleITK as sitk
 from pydicom.uid import UID
 
-from omnivmed.data.volume.core import CANONICAL_ORIENTATION, FOUR_D_MODES, Volume, VolumeError, VolumeLimits, itk_message, plane_of
+from omnivmed.data.volume.core import (
+    CANONICAL_ORIENTATION,
+    FOUR_D_MODES,
+    Volume,
+    VolumeError,
+    VolumeLimits,
+    is_canonical,
+    itk_message,
+    plane_of,
+)
 from omnivmed.data.volume.dicom_files import dicom_files_in, is_dicom_file, is_gzipped, read_dataset, read_header
 from omnivmed.data.volume.dicom_privacy import allowed_fields, identifiers_of
 from omnivmed.data.volume.dicom_slices import POSITION_TOLERANCE, DicomSlice, four_d_split, is_multiframe, slices_of
@@ -42,6 +53,8 @@ __all__ = ["FOUR_D_MODES", "DicomSeries", "dicom_files_in", "is_dicom_file", "re
 SPACING_TOLERANCE = 0.1
 _ORIENTATION_TOLERANCE = 1e-3
 _DEFER_BYTES = 1024
+# Files decoded at once: JPEG 2000 decoding dominates a series read and GDCM runs without the GIL.
+DECODE_THREADS = min(4, os.cpu_count() or 1)
 _PIXEL_DATA = 0x7FE00010
 _UNDEFINED_LENGTH = 0xFFFFFFFF
 
@@ -237,22 +250,41 @@ def _name_broken_file(files: list[Path], fallback: str) -> VolumeError:
     return VolumeError("unreadable_dicom", str(files[0].parent), f"SimpleITK could not read the series ({fallback})")
 
 
-def _pixels_with_sitk(series: DicomSeries, slices: list[DicomSlice]) -> np.ndarray:
-    """(D, H, W) float32 through GDCM, which applies slope/intercept; single-frame plain files only."""
+def _pixels_with_sitk(slices: list[DicomSlice]) -> np.ndarray:
+    """(D, H, W) float32 through GDCM, which applies slope/intercept; single-frame plain files only.
+
+    One reader per file, a few files at a time (SimpleITK releases the GIL while GDCM decodes,
+    and JPEG 2000 decoding is most of a series' read), each slice copied once into the result.
+    The same pixels as one ImageSeriesReader over the files (tested), which decodes one by one.
+    """
     files = [s.path for s in slices]
     for s in slices:
         check_pixel_length(s.header, s.path)
-    reader = sitk.ImageSeriesReader()
-    reader.SetFileNames([str(p) for p in files])
-    reader.SetOutputPixelType(sitk.sitkFloat32)  # GDCM applies slope/intercept into float
-    try:
-        image = reader.Execute()
-    except RuntimeError as err:
-        raise _name_broken_file(files, itk_message(err, *files)) from None
     rows, cols = _image_size(slices[0])
-    if image.GetSize() != (cols, rows, len(files)):
-        raise VolumeError("unreadable_dicom", str(series.folder), f"decoded size {image.GetSize()} != headers {(cols, rows, len(files))}")
-    return sitk.GetArrayFromImage(image).astype(np.float32, copy=False)
+    out = np.empty((len(files), rows, cols), dtype=np.float32)
+
+    def decode(k: int) -> None:
+        reader = sitk.ImageFileReader()
+        reader.SetFileName(str(files[k]))
+        reader.SetImageIO("GDCMImageIO")
+        reader.SetOutputPixelType(sitk.sitkFloat32)  # GDCM applies slope/intercept into float
+        try:
+            image = reader.Execute()
+        except RuntimeError as err:
+            raise _name_broken_file(files, itk_message(err, *files)) from None
+        size = image.GetSize()
+        if size[:2] != (cols, rows) or (len(size) == 3 and size[2] != 1):
+            raise VolumeError("unreadable_dicom", str(files[k]), f"decoded size {size} != header {(cols, rows)}")
+        out[k] = sitk.GetArrayViewFromImage(image).reshape(rows, cols)  # copied while the image lives
+
+    threads = min(DECODE_THREADS, len(files))
+    if threads <= 1:
+        for k in range(len(files)):
+            decode(k)
+    else:
+        with ThreadPoolExecutor(threads, thread_name_prefix="dicom-decode") as pool:
+            list(pool.map(decode, range(len(files))))  # re-raises the first failure in file order
+    return out
 
 
 def _pixels_with_pydicom(slices: list[DicomSlice]) -> np.ndarray:
@@ -300,16 +332,20 @@ def read_dicom_series(series: DicomSeries, limits: VolumeLimits = VolumeLimits()
     if any(s.frame is not None or is_gzipped(s.path) for s in slices):
         array = _pixels_with_pydicom(slices)
     else:
-        array = _pixels_with_sitk(series, slices)
-    image = sitk.GetImageFromArray(array)
+        array = _pixels_with_sitk(slices)
     # Geometry from the checked headers, not from a reader's guess.
-    image.SetSpacing((col_spacing, row_spacing, spacing_z))
-    image.SetDirection(tuple(direction.flatten()))
-    image.SetOrigin(tuple(float(v) for v in origin))
-    source_direction = image.GetDirection()
-    image = sitk.DICOMOrient(image, CANONICAL_ORIENTATION)
-    array = sitk.GetArrayFromImage(image).astype(np.float32, copy=False)
-    sx, sy, sz = image.GetSpacing()
+    source_direction = tuple(float(v) for v in direction.flatten())
+    sx, sy, sz = col_spacing, row_spacing, spacing_z
+    canonical_direction = source_direction
+    if not is_canonical(source_direction):  # an axial LPS series (the usual case) needs no copy
+        image = sitk.GetImageFromArray(array)
+        image.SetSpacing((col_spacing, row_spacing, spacing_z))
+        image.SetDirection(source_direction)
+        image.SetOrigin(tuple(float(v) for v in origin))
+        image = sitk.DICOMOrient(image, CANONICAL_ORIENTATION)
+        array = sitk.GetArrayFromImage(image).astype(np.float32, copy=False)
+        sx, sy, sz = image.GetSpacing()
+        canonical_direction = image.GetDirection()
     headers = list(series.headers)
     identifiers = identifiers_of(headers)
     header = allowed_fields(first.header, identifiers)
@@ -318,8 +354,8 @@ def read_dicom_series(series: DicomSeries, limits: VolumeLimits = VolumeLimits()
     return Volume(
         voxels=array,
         kind="dicom",
-        spacing_mm=(sz, sy, sx),
-        direction=tuple(image.GetDirection()),
+        spacing_mm=(float(sz), float(sy), float(sx)),
+        direction=tuple(canonical_direction),
         original_shape=tuple(int(n) for n in array.shape),
         modality=str(first.header.get("Modality", "") or "").strip().upper() or None,
         acquisition_plane=plane_of(source_direction),

@@ -10,7 +10,7 @@ from pathlib import Path
 import numpy as np
 import SimpleITK as sitk
 
-from omnivmed.data.volume.core import CANONICAL_ORIENTATION, Volume, VolumeError, VolumeLimits, itk_message, plane_of
+from omnivmed.data.volume.core import Volume, VolumeError, VolumeLimits, itk_message, plane_of, to_canonical
 
 NIFTI_SUFFIXES = (".nii", ".nii.gz")
 
@@ -101,7 +101,7 @@ def read_nifti(path: Path, limits: VolumeLimits = VolumeLimits()) -> Volume:
     if image.GetDimension() == 4:
         image = image[:, :, :, 0]
     source_direction = image.GetDirection()
-    image = sitk.DICOMOrient(image, CANONICAL_ORIENTATION)
+    image = to_canonical(image)
     array = sitk.GetArrayFromImage(image).astype(np.float32, copy=False)
     sx, sy, sz = image.GetSpacing()
     return Volume(

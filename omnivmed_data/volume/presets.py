@@ -126,17 +126,26 @@ def recipe_from_options(
 
 
 def _intensity(recipe: VolumeRecipe, voxels: np.ndarray) -> np.ndarray:
+    """A new float32 array (``voxels`` is never written). In-place steps: the same operations
+    as the plain expressions, so the same bits, without a full-size temporary per step."""
     if recipe.intensity == "window":
         level, width = recipe.window
         low = level - width / 2
-        return ((np.clip(voxels, low, low + width) - low) / width).astype(np.float32)
+        out = np.clip(voxels, low, low + width)
+        out -= low
+        out /= width
+        return out.astype(np.float32, copy=False)
     if recipe.intensity == "percentile":
         low, high = np.percentile(voxels, recipe.percentiles)
         if high > low:
-            return ((np.clip(voxels, low, high) - low) / (high - low)).astype(np.float32)
+            out = np.clip(voxels, low, high)
+            out -= low
+            out /= high - low
+            return out.astype(np.float32, copy=False)
     # min-max exactly as M3D writes it: shift to 0, divide by max(max, 1e-8).
     shifted = voxels - voxels.min()
-    return (shifted / np.clip(shifted.max(), 1e-8, None)).astype(np.float32)
+    shifted /= np.clip(shifted.max(), 1e-8, None)
+    return shifted.astype(np.float32, copy=False)
 
 
 @dataclass(frozen=True)
@@ -165,4 +174,5 @@ def apply_recipe(recipe: VolumeRecipe, volume: Volume, source: str = "<volume>")
     spacing = None
     if volume.spacing_mm is not None:
         spacing = tuple(float(s) * n_in / n_out for s, n_in, n_out in zip(volume.spacing_mm, extent, voxels.shape))
-    return Normalised(np.clip(voxels, 0.0, 1.0), spacing, indices, recipe)
+    # Every step above made a new array (never volume.voxels), so this clip may work in place.
+    return Normalised(np.clip(voxels, 0.0, 1.0, out=voxels), spacing, indices, recipe)

@@ -55,7 +55,14 @@ def _resize_axis(array: np.ndarray, axis: int, n_out: int, mode: str) -> np.ndar
         shape = [1, 1, 1]
         shape[axis] = n_out
         frac = frac.reshape(shape)
-        return np.take(array, lower, axis=axis) * (np.float32(1) - frac) + np.take(array, upper, axis=axis) * frac
+        # lower * (1 - frac) + upper * frac, in place: the same operations in the same order
+        # (the same bits) as the plain expression, without its three full-size temporaries.
+        out = np.take(array, lower, axis=axis)
+        out *= np.float32(1) - frac
+        high = np.take(array, upper, axis=axis)
+        high *= frac
+        out += high
+        return out
     out_shape = list(array.shape)
     out_shape[axis] = n_out
     out = np.empty(out_shape, dtype=np.float32)

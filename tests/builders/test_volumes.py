@@ -253,3 +253,21 @@ def test_planted_identifiers_never_reach_shards_manifests_or_rejects(tmp_path):
     assert "dicom.SeriesDescription" not in fields  # held the patient's name: dropped
     assert fields["dicom.Modality"] == "CT" and fields["dicom.ManufacturerModelName"] == "Biograph40_mCT 4R"
     assert sample.provenance.raw_paths[0].startswith("redacted-")
+
+
+def test_a_build_made_with_another_frame_encoding_is_rebuilt(tmp_path):
+    """The manifest records the PNG encoding of the slices: a build from an older encoder is not up to date."""
+    from omnivmed.data.volume.encode import PNG_ENCODING
+
+    raw = tmp_path / "raw"
+    raw.mkdir()
+    shutil.copy(DATA / "example_ct_sm.nii.gz", raw / "ct.nii.gz")
+    first = build_source(get_builder("volumes"), raw, tmp_path / "out", progress=False)
+    assert first.manifest.options["frame_encoding"] == PNG_ENCODING
+    assert build_source(get_builder("volumes"), raw, tmp_path / "out", progress=False).reused
+    path = tmp_path / "out" / "manifest.json"
+    data = json.loads(path.read_text())
+    data["options"]["frame_encoding"] = "png-1 (zlib level 3)"
+    path.write_text(json.dumps(data))
+    again = build_source(get_builder("volumes"), raw, tmp_path / "out", progress=False)
+    assert not again.reused and again.manifest.options["frame_encoding"] == PNG_ENCODING

@@ -90,3 +90,114 @@ def test_verify_catches_a_manifest_from_another_schema(built):
     manifest.save(path)
     problems = verify_manifest(path)
     assert any("manifest.json" in p and "schema fingerprint" in p for p in problems)
+
+
+# --- shard digests: BLAKE3 for new shards, sha256 still read and verified ------------------------
+
+
+def test_new_shards_record_blake3_digests_of_their_bytes(built):
+    from blake3 import blake3
+
+    path, manifest = built
+    data = json.loads(path.read_text())
+    assert data["format"] == 2
+    for entry, shard in zip(data["shards"], manifest.shards):
+        assert "sha256" not in entry
+        assert entry["digest"] == shard.digest
+        # Computed here independently of the writer: the digest is of the bytes on disk.
+        assert shard.digest == "blake3:" + blake3((path.parent / shard.path).read_bytes()).hexdigest()
+        assert shard.algorithm == "blake3"
+
+
+def _rewrite_as_format_1(path):
+    """The manifest at ``path`` in the layout tools wrote before BLAKE3: format 1, bare-hex sha256 per shard."""
+    import hashlib
+
+    data = json.loads(path.read_text())
+    data["format"] = 1
+    for entry in data["shards"]:
+        del entry["digest"]
+        entry["sha256"] = hashlib.sha256((path.parent / entry["path"]).read_bytes()).hexdigest()
+    path.write_text(json.dumps(data, indent=2, sort_keys=True))
+    return data
+
+
+def test_format_1_manifest_with_sha256_loads_and_verifies(built):
+    path, _ = built
+    old = _rewrite_as_format_1(path)
+    loaded = Manifest.load(path)
+    assert [s.digest for s in loaded.shards] == [f"sha256:{e['sha256']}" for e in old["shards"]]
+    assert {s.algorithm for s in loaded.shards} == {"sha256"}
+    assert verify_manifest(path) == []
+    # Saved again, it is written in today's layout and still verifies with its sha256 digests.
+    loaded.save(path)
+    assert json.loads(path.read_text())["format"] == 2
+    assert verify_manifest(path) == []
+
+
+@pytest.mark.parametrize("old_layout", [False, True], ids=["blake3", "sha256"])
+def test_corrupt_shard_is_caught_under_either_algorithm(built, old_layout):
+    path, manifest = built
+    if old_layout:
+        _rewrite_as_format_1(path)
+    shard = manifest.shards[0]
+    target = path.parent / shard.path
+    data = bytearray(target.read_bytes())
+    data[len(data) // 2] ^= 0x80  # same size: only the digest can tell
+    target.write_bytes(bytes(data))
+    problems = verify_manifest(path)
+    algorithm = "sha256" if old_layout else "blake3"
+    assert len(problems) == 1 and problems[0].startswith(f"{shard.path}: {algorithm} "), problems
+
+
+@pytest.mark.parametrize(
+    "digest, why",
+    [("md5:" + "0" * 64, "does not start with"), ("blake3:" + "0" * 10, "64 lower-case hex"), ("", "does not start with")],
+)
+def test_manifest_with_a_bad_digest_is_refused_in_one_line(built, tmp_path, digest, why):
+    path, _ = built
+    data = json.loads(path.read_text())
+    data["shards"][0]["digest"] = digest
+    bad = tmp_path / "bad.json"
+    bad.write_text(json.dumps(data))
+    with pytest.raises(ManifestError, match=why) as err:
+        Manifest.load(bad)
+    assert str(bad) in str(err.value) and "\n" not in str(err.value)
+
+
+def test_unknown_manifest_format_is_refused(built, tmp_path):
+    path, _ = built
+    data = json.loads(path.read_text())
+    data["format"] = 3
+    bad = tmp_path / "future.json"
+    bad.write_text(json.dumps(data))
+    with pytest.raises(ManifestError, match="format 3"):
+        Manifest.load(bad)
+
+
+def test_copying_a_shard_entry_through_the_old_sha256_attribute_keeps_its_algorithm(built):
+    """combine and mix build entries as ShardInfo(path, split, rows, bytes, s.sha256): it must stay exact."""
+    from omnivmed.data.manifest import ShardInfo
+
+    path, manifest = built
+    _rewrite_as_format_1(path)
+    for shard in [*manifest.shards, *Manifest.load(path).shards]:
+        copy = ShardInfo(f"../x/{shard.path}", shard.split, shard.rows, shard.bytes, shard.sha256)
+        assert copy.digest == shard.digest and copy.algorithm == shard.algorithm
+
+
+def test_file_digest_matches_the_reference_implementations(tmp_path):
+    import hashlib
+
+    from blake3 import blake3
+
+    from omnivmed.data.fileio import file_digest, sha256_file
+
+    for size in (0, 1, 1 << 20):
+        f = tmp_path / f"f{size}"
+        data = bytes(range(256)) * (size // 256) + b"x" * (size % 256)
+        f.write_bytes(data)
+        assert file_digest(f) == file_digest(f, all_cores=False) == "blake3:" + blake3(data).hexdigest()
+        assert file_digest(f, "sha256") == "sha256:" + hashlib.sha256(data).hexdigest() == "sha256:" + sha256_file(f)
+    with pytest.raises(ValueError, match="md5"):
+        file_digest(f, "md5")

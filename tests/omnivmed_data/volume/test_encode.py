@@ -136,3 +136,80 @@ def test_stored_bytes_do_not_depend_on_the_blas_thread_count():
         run = subprocess.run([sys.executable, "-c", script, str(CT_NIFTI), *presets], env=env, capture_output=True, text=True)
         assert run.returncode == 0, run.stderr
         assert run.stdout.split() == here, threads
+
+
+# --- the PNG encoder (PNG_ENCODING): lossless, thread-count independent, the settings it names -----
+
+
+def _png_rows(data: bytes) -> tuple[int, int, int, bytes]:
+    """(width, height, bit depth, inflated image data) of a PNG, read with zlib only."""
+    import struct
+    import zlib
+
+    assert data[:8] == b"\x89PNG\r\n\x1a\n"
+    pos, idat, ihdr = 8, b"", None
+    while pos < len(data):
+        length, kind = struct.unpack(">I4s", data[pos : pos + 8])
+        body = data[pos + 8 : pos + 8 + length]
+        if kind == b"IHDR":
+            ihdr = struct.unpack(">IIBB", body[:10])
+        elif kind == b"IDAT":
+            idat += body
+        pos += 12 + length
+    width, height, depth, _ = ihdr
+    return width, height, depth, zlib.decompress(idat)
+
+
+@pytest.mark.parametrize("preset", ["m3d", "ct-hu-minmax"])  # 8- and 16-bit slices
+def test_encoded_slices_decode_to_exactly_the_quantised_volume(preset):
+    from omnivmed.data.volume.encode import quantise
+    from omnivmed.data.volume.presets import apply_recipe
+
+    vol = read_volume(classify(CT_NIFTI))
+    recipe = PRESETS[preset]
+    normalised = apply_recipe(recipe, vol)
+    expected = quantise(normalised.voxels, recipe.bit_depth)
+    encoded = encode_volume(vol, recipe)
+    decoded = np.stack([cv2.imdecode(np.frombuffer(f, np.uint8), cv2.IMREAD_UNCHANGED) for f in encoded.frames])
+    assert decoded.dtype == expected.dtype and decoded.shape == expected.shape
+    np.testing.assert_array_equal(decoded, expected)
+    # quantise is what the per-slice to_png did: the same integers for every slice.
+    assert all(from_png(to_png(s, recipe.bit_depth)).tobytes() == from_png(f).tobytes() for s, f in zip(normalised.voxels[:3], encoded.frames))
+
+
+def test_encoded_bytes_do_not_depend_on_the_encoding_thread_count():
+    vol = read_volume(classify(CT_NIFTI))
+    one = encode_volume(vol, PRESETS["m3d"], threads=1).frames
+    assert len(one) == 32 and len(set(one)) > 1
+    for threads in (2, 3, 8, None):  # None: the shared default pool
+        assert encode_volume(vol, PRESETS["m3d"], threads=threads).frames == one, threads
+
+
+def test_png_slices_use_the_recorded_encoder_settings():
+    """PNG_ENCODING names the Paeth filter on every row: check the stored rows (format 2 of the frame bytes)."""
+    from omnivmed.data.volume.encode import PNG_ENCODING
+
+    encoded = encode_volume(volume((3, 40, 50)), PRESETS["minmax"])
+    assert dict(encoded.fields)["frame_encoding"] == PNG_ENCODING and PNG_ENCODING.startswith("png-2")
+    for frame in encoded.frames:
+        width, height, depth, raw = _png_rows(frame)
+        assert (width, height, depth) == (50, 40, 8)
+        stride = 1 + width
+        assert len(raw) == height * stride
+        assert {raw[i * stride] for i in range(height)} == {4}  # 4 = Paeth
+
+
+def test_a_forked_process_encodes_with_its_own_pool():
+    """The shared pool's threads do not survive fork: a child must not wait on them forever."""
+    import multiprocessing
+
+    vol = volume((4, 16, 16))
+    here = encode_volume(vol, PRESETS["minmax"]).frames  # makes the parent's pool
+    ctx = multiprocessing.get_context("fork")
+    with ctx.Pool(1) as pool:
+        there = pool.apply_async(_encode_in_child, (vol,)).get(timeout=60)
+    assert there == here
+
+
+def _encode_in_child(vol):
+    return encode_volume(vol, PRESETS["minmax"]).frames

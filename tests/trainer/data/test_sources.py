@@ -52,7 +52,7 @@ def test_a_changed_byte_names_the_shard_and_the_checksum(cholec_copy):
     data = bytearray(shard.read_bytes())
     data[len(data) // 2] ^= 0xFF
     shard.write_bytes(bytes(data))
-    with pytest.raises(TrainDataError, match=r"manifest.json: train/train-00000.arrow: sha256 .* manifest says"):
+    with pytest.raises(TrainDataError, match=r"manifest.json: train/train-00000.arrow: blake3 .* manifest says"):
         load_index([cholec_copy])
 
 
