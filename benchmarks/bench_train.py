@@ -4,11 +4,14 @@
    visual tokens before/after pruning at the 1.5b/7b presets' geometry (patch 14, 384x384 pixels a
    frame, 16 frames) and at the tiny preset's, and the tiny model's training step time (forward +
    backward of vision tower, projector and LLM) with pruning on vs off, on the same batches.
-2. Data loading: samples/s of reading a Sample and decoding its frames from our shards (random
-   order, memory-mapped) against the LLaVA habit of one JSON list plus one image file per sample,
-   on the same image samples (exported once, before timing); both warm in the page cache.
+2. Data loading: samples/s of the trainer's way in (rows read in place from memory-mapped shards,
+   ``ShardReader.row``) against the LLaVA habit (one JSON list plus one image file per sample), on the
+   same 10K samples (the embedded image samples cycled, written both ways before timing; warm in the
+   page cache), in one seeded random order, through the same DataLoader with 0 and N workers; bytes
+   only and with the trainer's frame decode.
 
-    .venv/bin/python benchmarks/bench_train.py [--embedded DIR] [--repeat 5] [--steps 6]
+    .venv/bin/python benchmarks/bench_train.py [--embedded DIR] [--repeat 5] [--steps 5] [--samples 10000]
+        [--workers 2] [--decode-repeat 3] [--loading-only]
 
 Writes benchmarks/results/train.json (git-ignored).
 """
@@ -32,13 +35,14 @@ os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 import cv2  # noqa: E402
 import numpy as np  # noqa: E402
 import torch  # noqa: E402
+from torch.utils.data import DataLoader, Dataset  # noqa: E402
 from harness import machine_facts  # noqa: E402
 
+from omnivmed.data.shards import ShardWriter  # noqa: E402
 from omnivmed.embedded import build_embedded  # noqa: E402
 from omnivmed.trainer.data.batch import collate, make_example  # noqa: E402
 from omnivmed.trainer.data.chat import ChatEncoder  # noqa: E402
-from omnivmed.trainer.data.order import epoch_order  # noqa: E402
-from omnivmed.trainer.data.sources import ShardReader, load_index  # noqa: E402
+from omnivmed.trainer.data.sources import ShardReader, index_shards, load_index  # noqa: E402
 from omnivmed.trainer.data.visual import VisualSpec, decode_frame, visual_inputs  # noqa: E402
 from omnivmed.trainer.model.omnivmed import load_model  # noqa: E402
 from omnivmed.trainer.model.tiny import write_tiny_base  # noqa: E402
@@ -86,44 +90,96 @@ def step_times(samples, model, steps: int, repeat: int) -> dict:
     return results
 
 
-def export_llava(samples, folder: Path) -> Path:
-    """LLaVA's layout: one JSON list ({id, image, conversations}) and one image file per sample."""
+class _ShardLoading(Dataset):
+    """The trainer's way in: a row read in place from its memory-mapped record batch (``ShardReader.row``)."""
+
+    def __init__(self, shards: list[Path], decode: bool):
+        self.index = index_shards(shards)
+        self.reader = ShardReader(self.index.shards)  # pickled without its maps: each worker maps the shards
+        self.shard_of, self.row_of = self.index.shard_of.tolist(), self.index.row_of.tolist()
+        self.decode = decode
+
+    def __len__(self) -> int:
+        return len(self.shard_of)
+
+    def __getitem__(self, i: int) -> int:
+        row = self.reader.row(self.shard_of[i], self.row_of[i])
+        text = sum(len(t.content) for t in row.conversations)
+        return _finish(row.frames[0], self.decode) + text
+
+
+class _LlavaLoading(Dataset):
+    """LLaVA's habit (``LazySupervisedDataset``): one JSON list parsed up front, one image file read per sample."""
+
+    def __init__(self, llava_json: Path, decode: bool):
+        self.folder = llava_json.parent
+        self.rows = json.loads(llava_json.read_text())
+        self.decode = decode
+
+    def __len__(self) -> int:
+        return len(self.rows)
+
+    def __getitem__(self, i: int) -> int:
+        row = self.rows[i]
+        text = sum(len(t["value"]) for t in row["conversations"])
+        return _finish((self.folder / row["image"]).read_bytes(), self.decode) + text
+
+
+def _finish(frame, decode: bool) -> int:
+    """Bytes only: the frame's length; with decoding: the trainer's own decode (OpenCV, float RGB)."""
+    return decode_frame(frame).shape[0] if decode else len(frame)
+
+
+def _count(values: list[int]) -> int:  # the chunk's result: a number, so no pixels cross the worker queue
+    return len(values)
+
+
+def write_copies(samples, count: int, folder: Path) -> tuple[list[Path], Path]:
+    """The same ``count`` samples (the image samples cycled) as shards through the project's ShardWriter and in
+    LLaVA's layout (one JSON list of {id, image, conversations}, one image file per sample)."""
+    chosen = [samples[i % len(samples)] for i in range(count)]
+    with ShardWriter(folder / "shards") as writer:
+        for sample in chosen:
+            writer.write(sample)
     rows = []
-    for i, s in enumerate(samples):
-        name = f"images/{i:06d}.{'jpg' if s.frame_format == 'jpeg' else 'png'}"
+    for i, s in enumerate(chosen):
+        name = f"images/{i // 1000:03d}/{i:06d}.{'jpg' if s.frame_format == 'jpeg' else 'png'}"
         (folder / name).parent.mkdir(parents=True, exist_ok=True)
         (folder / name).write_bytes(s.frames[0])
-        rows.append({"id": s.id, "image": name, "conversations": [{"from": t.role, "value": t.content} for t in s.conversations]})
+        turns = [{"from": t.role, "value": t.content} for t in s.conversations]
+        rows.append({"id": s.id, "image": name, "conversations": turns})
     (folder / "llava.json").write_text(json.dumps(rows))
-    return folder / "llava.json"
+    return sorted((folder / "shards").glob("*/*.arrow")), folder / "llava.json"
 
 
-def load_rates(index, positions, llava_json: Path, repeat: int, decode: bool) -> dict:
-    order = np.random.default_rng(0).permutation(len(positions))
-    finish = decode_frame if decode else len
+def load_rates(shards: list[Path], llava_json: Path, repeat: int, decode: bool, workers: int, chunk: int = 32) -> dict:
+    """Samples/s of both ways in, through the same DataLoader (one seeded random order, ``chunk`` samples a hand-off,
+    ``workers`` processes); each timed pass builds its dataset (JSON parse, shard index and maps included)."""
 
-    def shards() -> int:
-        reader = ShardReader(index.shards)
-        for i in order:
-            sample = reader.sample(index.shard_of[positions[i]], index.row_of[positions[i]])
-            finish(sample.frames[0])
-        return len(order)
+    def run(make) -> float:
+        dataset = make()
+        order = np.random.default_rng(0).permutation(len(dataset)).tolist()
+        loader = DataLoader(dataset, batch_size=chunk, sampler=order, num_workers=workers, collate_fn=_count)
+        done = sum(loader)
+        assert done == len(order)
+        return done
 
-    def llava() -> int:
-        rows = json.loads(llava_json.read_text())
-        for i in order:
-            data = (llava_json.parent / rows[i]["image"]).read_bytes()
-            finish(data)
-        return len(order)
-
-    times = {"shards": [], "llava_files": []}
+    contenders = {
+        "shards": lambda: _ShardLoading(shards, decode),
+        "llava_files": lambda: _LlavaLoading(llava_json, decode),
+    }
+    times = {name: [] for name in contenders}
+    count = 0
     for r in range(repeat):
-        for name, fn in (("shards", shards), ("llava_files", llava))[:: 1 if r % 2 == 0 else -1]:
+        for name, make in list(contenders.items())[:: 1 if r % 2 == 0 else -1]:
             start = time.perf_counter()
-            count = fn()
+            count = run(make)
             times[name].append(time.perf_counter() - start)
-    rates = {k: len(order) / statistics.median(v) for k, v in times.items()}
-    return {**{f"{k}_samples_per_s": v for k, v in rates.items()}, "ratio": rates["shards"] / rates["llava_files"], "samples": len(order)}
+    rates = {k: count / statistics.median(v) for k, v in times.items()}
+    return {
+        **{f"{k}_samples_per_s": v for k, v in rates.items()},
+        "ratio": rates["shards"] / rates["llava_files"], "samples": count, "workers": workers,
+    }  # fmt: skip
 
 
 def main() -> None:
@@ -131,6 +187,10 @@ def main() -> None:
     parser.add_argument("--embedded", type=Path, help="an already built embedded mixture folder (else built in a temp dir)")
     parser.add_argument("--repeat", type=int, default=5, help="timed repetitions (medians are reported)")
     parser.add_argument("--steps", type=int, default=5, help="batches of 2 samples per kind for the step-time figure")
+    parser.add_argument("--samples", type=int, default=10_000, help="loading: image samples cycled to this many")
+    parser.add_argument("--workers", type=int, default=2, help="loading: DataLoader workers (also timed with 0)")
+    parser.add_argument("--decode-repeat", type=int, default=3, help="loading with decoding: timed repetitions")
+    parser.add_argument("--loading-only", action="store_true", help="skip part 1 (pruning)")
     args = parser.parse_args()
     with tempfile.TemporaryDirectory() as tmp:
         tmp = Path(tmp)
@@ -149,14 +209,18 @@ def main() -> None:
         logging.disable_progress_bar()
         base = write_tiny_base(tmp / "tiny")
         model = load_model(base / "vision", base / "llm", seed=0)
-        report = {
-            "machine": machine_facts(torch=torch.__version__, opencv=cv2.__version__),
-            "pruning_tokens": pruning_tokens(moving),
-            "step_time_tiny": step_times(moving, model, args.steps, args.repeat),
-        }
-        llava = export_llava([every[i] for i in images], tmp / "llava")
-        report["loading_with_decode"] = load_rates(index, images, llava, args.repeat, decode=True)
-        report["loading_bytes_only"] = load_rates(index, images, llava, args.repeat, decode=False)
+        report = {"machine": machine_facts(torch=torch.__version__, opencv=cv2.__version__)}
+        if not args.loading_only:
+            report["pruning_tokens"] = pruning_tokens(moving)
+            report["step_time_tiny"] = step_times(moving, model, args.steps, args.repeat)
+        shards, llava = write_copies([every[i] for i in images], args.samples, tmp / "loading")
+        report["loading"] = {
+            f"{'with_decode' if decode else 'bytes_only'}, {workers} workers": load_rates(
+                shards, llava, args.decode_repeat if decode else args.repeat, decode, workers
+            )
+            for workers in sorted({0, args.workers})
+            for decode in (False, True)
+        }  # fmt: skip
     out = Path(__file__).resolve().parent / "results" / "train.json"
     out.parent.mkdir(exist_ok=True)
     out.write_text(json.dumps(report, indent=2) + "\n")

@@ -84,8 +84,9 @@ def fit_visuals(sample: Sample, spec: VisualSpec, budget: int, visuals: list[Vis
 
 
 def make_example(sample: Sample, chat: ChatEncoder, spec: VisualSpec, max_visual_tokens: int | None = None) -> Example:
-    """``max_visual_tokens``: None leaves the visual tokens as pruning left them (they still shrink to leave
-    room for the text under the length limit)."""
+    """``sample``: a Sample or a RowView read in place from a shard (rows.py); only its id, source, visual_kind,
+    frames and conversations are read. ``max_visual_tokens``: None leaves the visual tokens as pruning left them
+    (they still shrink to leave room for the text under the length limit)."""
     visuals = visual_inputs(sample.frames, sample.visual_kind, spec)
     encoded = _encode(chat, sample, visuals)
     capped = False

@@ -10,6 +10,8 @@ visual kind, task), read from Arrow columns without decoding any frame.
 
 from __future__ import annotations
 
+import bisect
+import itertools
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -18,6 +20,7 @@ import numpy as np
 from omnivmed.data.manifest import Manifest, ManifestError, shard_path, verify_manifest
 from omnivmed.data.schema import Sample
 from omnivmed.data.shards import ShardSchemaError, open_shard
+from omnivmed.trainer.data.rows import BatchColumns, RowView
 
 
 class TrainDataError(ValueError):
@@ -107,6 +110,13 @@ def load_index(paths: list[Path], split: str = "train", *, verify: bool = True) 
             if shard.split == split and path not in seen:  # a combined manifest may repeat a staged one's shards
                 seen.add(path)
                 shards.append(path)
+    if not shards:
+        raise TrainDataError(f"{', '.join(map(str, paths))}: no {split!r} shards")
+    return index_shards(shards, manifests)
+
+
+def index_shards(shards: list[Path], manifests: list[Manifest] = ()) -> SampleIndex:
+    """Every row of ``shards`` (already verified, or not from a manifest: the loading benchmark's copies)."""
     columns: dict[str, list] = {"shard": [], "row": [], "source": [], "visual_kind": [], "task": []}
     for number, path in enumerate(shards):
         table = _open(path).select(["source", "visual_kind", "task"])
@@ -114,10 +124,10 @@ def load_index(paths: list[Path], split: str = "train", *, verify: bool = True) 
         columns["row"].append(np.arange(table.num_rows, dtype=np.int32))
         for name in ("source", "visual_kind", "task"):
             columns[name].append(np.asarray(table.column(name).to_pylist(), dtype=object))
-    if not shards:
-        raise TrainDataError(f"{', '.join(map(str, paths))}: no {split!r} shards")
     cat = {k: np.concatenate(v) for k, v in columns.items()}
-    return SampleIndex(shards, cat["shard"], cat["row"], cat["source"], cat["visual_kind"], cat["task"], manifests)
+    return SampleIndex(
+        list(shards), cat["shard"], cat["row"], cat["source"], cat["visual_kind"], cat["task"], list(manifests)
+    )  # fmt: skip
 
 
 def _open(path: Path):
@@ -128,24 +138,41 @@ def _open(path: Path):
 
 
 class ShardReader:
-    """Random access to Samples; each process (DataLoader worker) memory-maps shards lazily.
+    """Random access to rows; each process (DataLoader worker) memory-maps shards lazily, never pickles them.
 
-    A row is sliced from its own record batch (slicing the chunked table costs more).
+    :meth:`row` is the training path: a :class:`RowView` read in place from the record batch's buffers
+    (rows.py). :meth:`sample` builds the full :class:`Sample` (every column, through ``to_pylist``) for tools
+    that want one.
     """
 
     def __init__(self, shards: list[Path]):
         self.shards = list(shards)
-        self._batches: dict[int, tuple[list, np.ndarray]] = {}
+        self._batches: dict[int, tuple[list, list, list]] = {}
 
-    def sample(self, shard: int, row: int) -> Sample:
+    def _locate(self, shard: int, row: int) -> tuple[tuple[list, list, list], int, int]:
         entry = self._batches.get(shard)
         if entry is None:
             batches = _open(self.shards[shard]).to_batches()
-            starts = np.cumsum([0] + [b.num_rows for b in batches])
-            entry = self._batches[shard] = (batches, starts)
-        batches, starts = entry
-        number = int(np.searchsorted(starts, row, side="right")) - 1
-        return Sample.from_row(batches[number].slice(int(row - starts[number]), 1).to_pylist()[0])
+            starts = list(itertools.accumulate((b.num_rows for b in batches), initial=0))
+            entry = self._batches[shard] = (batches, starts, [None] * len(batches))
+        starts = entry[1]
+        if not 0 <= row < starts[-1]:
+            raise TrainDataError(f"{self.shards[shard]}: row {row} outside its {starts[-1]} rows")
+        number = bisect.bisect_right(starts, row) - 1
+        return entry, number, row - starts[number]
+
+    def row(self, shard: int, row: int) -> RowView:
+        (batches, _, columns), number, offset = self._locate(shard, row)
+        if columns[number] is None:
+            try:
+                columns[number] = BatchColumns(batches[number])
+            except ValueError as err:
+                raise TrainDataError(f"{self.shards[shard]}: record batch {number}: {err}") from None
+        return columns[number].row(offset)
+
+    def sample(self, shard: int, row: int) -> Sample:
+        (batches, _, _), number, offset = self._locate(shard, row)
+        return Sample.from_row(batches[number].slice(offset, 1).to_pylist()[0])
 
     def __getstate__(self):  # workers re-open their own memory maps
         return {"shards": self.shards, "_batches": {}}

