@@ -30,7 +30,8 @@ from typing import Iterable, Mapping
 
 import pyarrow as pa
 
-SCHEMA_VERSION = "1.0.0"
+# 2.0.0: frames dictionary-encoded, each distinct frame stored once per shard (was list<binary>).
+SCHEMA_VERSION = "2.0.0"
 
 MODALITIES: tuple[str, ...] = (
     "ct",
@@ -115,7 +116,7 @@ _FIELDS = [
     pa.field("modality", pa.string(), nullable=False),
     pa.field("visual_kind", pa.string(), nullable=False),
     pa.field("frame_format", pa.string()),
-    pa.field("frames", pa.list_(pa.binary()), nullable=False),
+    pa.field("frames", pa.list_(pa.dictionary(pa.int32(), pa.binary())), nullable=False),
     pa.field("visual_meta", VISUAL_META_TYPE),
     pa.field("conversations", CONVERSATION_TYPE, nullable=False),
     pa.field("answer_type", pa.string()),

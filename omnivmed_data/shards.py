@@ -8,7 +8,13 @@ zero-copy, and record batches are kept small so one sample maps little.
 
 Writes are atomic (temporary name, fsync, rename) and deterministic (same
 samples in the same order give the same bytes). A shard rolls over to the next
-file once it passes ``max_shard_bytes``.
+file once it holds about ``max_shard_bytes`` (distinct frames and text).
+
+Frames are stored once per shard (schema 2): the ``frames`` column is
+``list<dictionary<int32, binary>>`` over one dictionary of the shard's
+distinct frames. Every reader decodes it to plain bytes: pyarrow
+(``to_pylist``), polars (``List(Binary)``) and ``datasets``
+(``List(Value("binary"))``).
 """
 
 from __future__ import annotations
@@ -90,21 +96,33 @@ class _ShardFile:
 
 
 @dataclass
-class _OpenShard:
-    final_path: Path
-    tmp_path: Path
-    sink: _ShardFile
-    writer: pa.ipc.RecordBatchStreamWriter
-    rows: int = 0
+class _PendingShard:
+    """One shard being gathered: its rows (frames replaced by positions) and its unique frames.
+
+    Frames are stored once per shard: the ``frames`` column is a list of
+    dictionary indices into one dictionary of the shard's distinct frames,
+    written once before the shard's record batches (no delta dictionaries:
+    polars does not read them). A shard is therefore gathered in memory
+    (at most about ``max_shard_bytes``) and written when it is full.
+    """
+
+    rows: list[dict] = field(default_factory=list)
+    positions: list[list[int]] = field(default_factory=list)
+    index: dict[bytes, int] = field(default_factory=dict)
+    frames: list[bytes] = field(default_factory=list)
+    size: int = 0  # distinct frame bytes + text bytes: what the file will roughly hold
 
 
 @dataclass
 class _SplitStream:
     split: str
     index: int = 0
-    shard: _OpenShard | None = None
-    pending: list[dict] = field(default_factory=list)
-    pending_bytes: int = 0
+    shard: _PendingShard = field(default_factory=_PendingShard)
+
+
+_NO_FRAMES = pa.schema([f for f in SCHEMA if f.name != "frames"])
+_FRAMES_AT = SCHEMA.get_field_index("frames")
+_ROW_OVERHEAD = 256  # bytes a row's labels and provenance take, roughly, besides its conversation
 
 
 class ShardWriter:
@@ -112,7 +130,9 @@ class ShardWriter:
 
     Use as a context manager; :meth:`close` returns the finished shards.
     Leaving the ``with`` block on an exception removes the temporary files and
-    keeps every shard that was already complete.
+    keeps every shard that was already complete. A frame that occurs in several
+    rows of a shard (an image asked about 7 times, a CT volume's slices under
+    each of its questions) is stored once.
     """
 
     def __init__(
@@ -126,9 +146,10 @@ class ShardWriter:
         self.out_dir = Path(out_dir)
         self.max_shard_bytes = max_shard_bytes
         self.batch_rows = batch_rows
-        self.batch_bytes = batch_bytes
+        self.batch_bytes = batch_bytes  # kept for callers; record batches now hold indices, not frames
         self._streams: dict[str, _SplitStream] = {}
         self._finished: list[ShardInfo] = []
+        self._writing: Path | None = None
 
     def __enter__(self) -> "ShardWriter":
         return self
@@ -147,66 +168,81 @@ class ShardWriter:
         stream = self._streams.get(row["split"])
         if stream is None:
             stream = self._streams[row["split"]] = _SplitStream(row["split"])
-        stream.pending.append(row)
-        stream.pending_bytes += sum(len(f) for f in row["frames"])
-        if len(stream.pending) >= self.batch_rows or stream.pending_bytes >= self.batch_bytes:
-            self._flush(stream)
+        shard = stream.shard
+        positions = []
+        for frame in row["frames"]:
+            position = shard.index.get(frame)
+            if position is None:
+                position = shard.index[frame] = len(shard.frames)
+                shard.frames.append(frame)
+                shard.size += len(frame)
+            positions.append(position)
+        rest = {k: v for k, v in row.items() if k != "frames"}
+        shard.rows.append(rest)
+        shard.positions.append(positions)
+        shard.size += _ROW_OVERHEAD + sum(len(t.get("content") or "") for t in row.get("conversations") or ())
+        if shard.size >= self.max_shard_bytes:
+            self._finish_shard(stream)
 
     def close(self) -> list[ShardInfo]:
         for split in sorted(self._streams):
-            stream = self._streams[split]
-            self._flush(stream)
-            self._finish_shard(stream)
+            self._finish_shard(self._streams[split])
         self._streams.clear()
         return sorted(self._finished, key=lambda s: s.path)
 
     def abort(self) -> None:
-        for stream in self._streams.values():
-            if stream.shard is not None:
-                stream.shard.sink.abort()
-                stream.shard.tmp_path.unlink(missing_ok=True)
-                stream.shard = None
+        if self._writing is not None:
+            self._writing.unlink(missing_ok=True)
         self._streams.clear()
 
-    def _flush(self, stream: _SplitStream) -> None:
-        if not stream.pending:
-            return
-        batch = pa.RecordBatch.from_pylist(stream.pending, schema=SCHEMA)
-        stream.pending = []
-        stream.pending_bytes = 0
-        shard = stream.shard or self._open_shard(stream)
-        shard.writer.write_batch(batch)
-        shard.rows += batch.num_rows
-        if shard.sink.size >= self.max_shard_bytes:
-            self._finish_shard(stream)
-
-    def _open_shard(self, stream: _SplitStream) -> _OpenShard:
-        final = self.out_dir / stream.split / f"{stream.split}-{stream.index:05d}.arrow"
-        final.parent.mkdir(parents=True, exist_ok=True)
-        tmp = temporary_name(final)
-        sink = _ShardFile(tmp)
-        writer = pa.ipc.new_stream(sink.native, SCHEMA)
-        stream.shard = _OpenShard(final, tmp, sink, writer)
-        return stream.shard
+    def _batches(self, shard: _PendingShard) -> Iterator[pa.RecordBatch]:
+        dictionary = pa.array(shard.frames, pa.binary())
+        for start in range(0, len(shard.rows), self.batch_rows):
+            rows = shard.rows[start : start + self.batch_rows]
+            positions = shard.positions[start : start + self.batch_rows]
+            offsets, flat = [0], []
+            for p in positions:
+                flat.extend(p)
+                offsets.append(len(flat))
+            frames = pa.ListArray.from_arrays(
+                pa.array(offsets, pa.int32()), pa.DictionaryArray.from_arrays(pa.array(flat, pa.int32()), dictionary)
+            )
+            rest = pa.RecordBatch.from_pylist(rows, schema=_NO_FRAMES)
+            columns = list(rest.columns)
+            columns.insert(_FRAMES_AT, frames)
+            yield pa.RecordBatch.from_arrays(columns, schema=SCHEMA)
 
     def _finish_shard(self, stream: _SplitStream) -> None:
         shard = stream.shard
-        if shard is None:
+        if not shard.rows:
             return
-        shard.writer.close()
-        digest = shard.sink.finish()
-        os.replace(shard.tmp_path, shard.final_path)
-        fsync_dir(shard.final_path.parent)
+        final = self.out_dir / stream.split / f"{stream.split}-{stream.index:05d}.arrow"
+        final.parent.mkdir(parents=True, exist_ok=True)
+        tmp = temporary_name(final)
+        self._writing = tmp
+        sink = _ShardFile(tmp)
+        try:
+            with pa.ipc.new_stream(sink.native, SCHEMA) as writer:
+                for batch in self._batches(shard):
+                    writer.write_batch(batch)
+            digest = sink.finish()
+        except BaseException:
+            sink.abort()
+            tmp.unlink(missing_ok=True)
+            raise
+        os.replace(tmp, final)
+        self._writing = None
+        fsync_dir(final.parent)
         self._finished.append(
             ShardInfo(
-                path=shard.final_path.relative_to(self.out_dir).as_posix(),
+                path=final.relative_to(self.out_dir).as_posix(),
                 split=stream.split,
-                rows=shard.rows,
-                bytes=shard.sink.size,
+                rows=len(shard.rows),
+                bytes=sink.size,
                 digest=digest,
             )
         )
-        stream.shard = None
+        stream.shard = _PendingShard()
         stream.index += 1
 
 
