@@ -99,7 +99,8 @@ RECIPE_WORK = {
 PUBMEDVISION_STAGES = (("PubMedVision Alignment + InstructionTuning (stages 1-2)", 1_294_062),)
 # (build, {work kind: measured kind}): the recipe with either kind of volume input.
 SCENARIOS = (
-    ("252K recipe's sources, volumes from slice folders (M3D preset)", RECIPE_WORK, {"volumes": "volumes"}),
+    ("252K recipe's sources, volumes from slice folders (M3D preset)", RECIPE_WORK, {"volumes": "volumes_slices"}),
+    ("252K recipe's sources, volumes from DICOM series (M3D preset)", RECIPE_WORK, {"volumes": "volumes"}),
     ("252K recipe's sources, volumes from M3D's .npy", RECIPE_WORK, {"volumes": "volumes_npy"}),
     ("PubMedVision stages 1-2", {"rows": PUBMEDVISION_STAGES}, {}),
 )
@@ -146,6 +147,34 @@ def volumes_workload(root: Path, copies: int) -> Workload:
     (raw / "annotations.csv").write_text("\n".join(lines) + "\n", encoding="utf-8")
     slices = len(list(series.iterdir()))
     return Workload("volumes", "volumes", raw, VOLUME_OPTIONS, f"{copies} CT series of {slices} slices, M3D preset")
+
+
+SLICES_PER_FOLDER = 100  # about an M3D-Cap series (its slice folders hold tens to hundreds of 512x512 PNGs)
+
+
+def slice_folder_workload(root: Path, copies: int) -> Workload:
+    """M3D-Cap's raw form: folders of 8-bit PNG slices (the DICOM series' 20 slices cycled to 100), symlinked copies."""
+    import cv2
+    import numpy as np
+
+    from omnivmed.data.volume.discover import classify, read_volume
+
+    voxels = read_volume(classify(DATA / "volumes" / "ct_dicom_series")).voxels
+    slices = np.clip((voxels - voxels.min()) / (voxels.max() - voxels.min()) * 255, 0, 255).astype(np.uint8)
+    source = root / "slices_source"
+    source.mkdir(parents=True)
+    for i in range(SLICES_PER_FOLDER):
+        cv2.imwrite(str(source / f"{i}.png"), slices[i % len(slices)])
+    raw = root / "slice_folders"
+    lines = ["volume,question,answer"]
+    for n in range(copies):
+        folder = raw / f"case_{n:03d}"
+        folder.mkdir(parents=True)
+        for i in range(SLICES_PER_FOLDER):
+            (folder / f"{i}.png").symlink_to(source / f"{i}.png")
+        lines.append(f"case_{n:03d},Which organ is shown in copy {n}?,abdomen")
+    (raw / "annotations.csv").write_text("\n".join(lines) + "\n", encoding="utf-8")
+    return Workload("volumes_slices", "volumes", raw, VOLUME_OPTIONS, f"{copies} slice folders of {SLICES_PER_FOLDER} 512x512 PNGs, M3D preset")
 
 
 def npy_volumes_workload(root: Path, copies: int) -> Workload:
@@ -288,24 +317,35 @@ def main() -> None:
     parser.add_argument("--videos", type=int, default=None, help="videos in the Cholec80-VQA tree, 5 clips each (default 200; 3 with --quick)")
     parser.add_argument("--tasks", type=int, default=None, help="units for the per-unit overhead (default 400; 40 with --quick)")
     parser.add_argument("--json", type=Path, default=None, help="also write the figures here")
+    parser.add_argument("--slice-folders", type=int, default=None, help="PNG slice folders (default 24; 3 with --quick)")
+    parser.add_argument("--kinds", default="rows,volumes,volumes_slices,volumes_npy,clips", help="workloads to run, comma separated (default all)")
+    parser.add_argument(
+        "--volume-threads", default="1",
+        help="OMNIVMED_VOLUME_THREADS for every contender (default 1: one process = one core, so the ratios are "
+             "per-core scaling; a plain build encodes and decodes volume slices on min(4, cores) threads)",
+    )
     args = parser.parse_args()
+    os.environ["OMNIVMED_VOLUME_THREADS"] = args.volume_threads  # before Ray starts: its workers inherit it
+    wanted = set(args.kinds.split(","))
     quick = args.quick
     repeat = args.repeat or (1 if quick else 2)
     workers = 2
 
     facts = machine_facts()
-    print(f"# bench_scale: {facts['cpus']} CPUs, Python {facts['python']}, {facts['platform']}")
+    print(f"# bench_scale: {facts['cpus']} CPUs, Python {facts['python']}, {facts['platform']}; OMNIVMED_VOLUME_THREADS={args.volume_threads}")
     with tempfile.TemporaryDirectory(prefix="bench_scale_") as tmp:
         root = Path(tmp)
         (root / "raw").mkdir()
         scratch = root / "out"
         scratch.mkdir()
-        workloads = [
-            rows_workload(root / "raw", args.rows_repeat or (1 if quick else 8)),
-            volumes_workload(root / "raw", args.volumes or (4 if quick else 32)),
-            npy_volumes_workload(root / "raw", args.npy_volumes or (8 if quick else 400)),
-            clips_workload(root / "raw", args.videos or (3 if quick else 200)),
-        ]
+        makers = {
+            "rows": lambda: rows_workload(root / "raw", args.rows_repeat or (1 if quick else 8)),
+            "volumes": lambda: volumes_workload(root / "raw", args.volumes or (4 if quick else 32)),
+            "volumes_slices": lambda: slice_folder_workload(root / "raw", args.slice_folders or (3 if quick else 24)),
+            "volumes_npy": lambda: npy_volumes_workload(root / "raw", args.npy_volumes or (8 if quick else 400)),
+            "clips": lambda: clips_workload(root / "raw", args.videos or (3 if quick else 200)),
+        }
+        workloads = [make() for kind, make in makers.items() if kind in wanted]
         overhead = {
             "in-process": per_unit_overhead("local", 1, args.tasks or (40 if quick else 400)),
             "local pool (2, start-up included)": per_unit_overhead("local", workers, args.tasks or (40 if quick else 400)),

@@ -10,7 +10,7 @@ main case, and the CT NIfTI ``example_ct_sm.nii.gz``.
   For NIfTI it also covers the truncation check. **normalise** is min-max,
   crop to the foreground, and the trilinear resize to 32x256x256. **encode**
   is the 32 PNG slices (``PNG_ENCODING``: zlib run-length strategy, Paeth
-  filter, on ``ENCODE_THREADS`` threads; the bytes do not depend on the
+  filter, on ``volume_threads()`` threads (``OMNIVMED_VOLUME_THREADS``); the bytes do not depend on the
   thread count). The stages call ``read_volume``, ``apply_recipe`` and
   ``encode_normalised``, which are the same calls ``encode_volume`` makes. A
   check run before timing confirms the frames are byte-identical to
@@ -354,7 +354,7 @@ def main(argv=None) -> int:
             print(f"  runs over 3x the median: ours {stalls[0]}, baseline {stalls[1]} of {r['repeat']}")
 
     encoding = {"png_encoding": getattr(encode_module, "PNG_ENCODING", "png-1 (zlib level 3)"),
-                "encode_threads": getattr(encode_module, "ENCODE_THREADS", 1)}
+                "encode_threads": encode_module.volume_threads() if hasattr(encode_module, "volume_threads") else getattr(encode_module, "ENCODE_THREADS", 1)}
     print(f"encoder: {encoding['png_encoding']} on {encoding['encode_threads']} thread(s)")
     if not args.memory:
         result = {"benchmark": "volumes", "recipe": RECIPE.describe(), **encoding, "throughput": volumes, "memory": None,

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import multiprocessing
+import os
 from collections import deque
 from concurrent.futures import Future, ProcessPoolExecutor
 from typing import Callable, Iterable, Iterator, TypeVar
@@ -14,6 +15,11 @@ R = TypeVar("R")
 AHEAD_PER_WORKER = 2
 
 
+def _share_cores(threads: str) -> None:
+    """A worker's share of the machine for threaded slice work (volumes), unless the user set one."""
+    os.environ.setdefault("OMNIVMED_VOLUME_THREADS", threads)
+
+
 def pool_map(fn: Callable[[U], R], units: Iterable[U], workers: int) -> Iterator[R]:
     """``fn(unit)`` for every unit, yielded in unit order; at most ``AHEAD_PER_WORKER * workers`` in flight.
 
@@ -21,7 +27,8 @@ def pool_map(fn: Callable[[U], R], units: Iterable[U], workers: int) -> Iterator
     of one): workers are spawned, not forked, because the parent may hold threads.
     """
     context = multiprocessing.get_context("spawn")
-    with ProcessPoolExecutor(max_workers=workers, mp_context=context) as pool:
+    share = str(max(1, (os.cpu_count() or 1) // workers))  # N workers must not each take every core
+    with ProcessPoolExecutor(max_workers=workers, mp_context=context, initializer=_share_cores, initargs=(share,)) as pool:
         pending: deque[Future] = deque()
         todo = iter(units)
         try:

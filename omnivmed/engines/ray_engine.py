@@ -69,6 +69,7 @@ def _apply(row: dict, fn: Callable) -> dict:
     (RayTaskError) beyond recovery, and the CLI's one-line messages catch the original types.
     Ray still runs a task again whose worker died.
     """
+    os.environ.setdefault("OMNIVMED_VOLUME_THREADS", "1")  # a task holds one CPU: no threads beyond it
     try:
         result, failed = fn(pickle.loads(row["unit"])), False
     except Exception as err:

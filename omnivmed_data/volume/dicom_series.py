@@ -32,6 +32,7 @@ import pydicom
 import SimpleITK as sitk
 from pydicom.uid import UID
 
+from omnivmed.data.volume.threads import volume_threads
 from omnivmed.data.volume.core import (
     CANONICAL_ORIENTATION,
     FOUR_D_MODES,
@@ -53,8 +54,7 @@ __all__ = ["FOUR_D_MODES", "DicomSeries", "dicom_files_in", "is_dicom_file", "re
 SPACING_TOLERANCE = 0.1
 _ORIENTATION_TOLERANCE = 1e-3
 _DEFER_BYTES = 1024
-# Files decoded at once: JPEG 2000 decoding dominates a series read and GDCM runs without the GIL.
-DECODE_THREADS = min(4, os.cpu_count() or 1)
+# Files decoded at once (volume_threads()): JPEG 2000 decoding dominates a series read and GDCM runs without the GIL.
 _PIXEL_DATA = 0x7FE00010
 _UNDEFINED_LENGTH = 0xFFFFFFFF
 
@@ -277,7 +277,7 @@ def _pixels_with_sitk(slices: list[DicomSlice]) -> np.ndarray:
             raise VolumeError("unreadable_dicom", str(files[k]), f"decoded size {size} != header {(cols, rows)}")
         out[k] = sitk.GetArrayViewFromImage(image).reshape(rows, cols)  # copied while the image lives
 
-    threads = min(DECODE_THREADS, len(files))
+    threads = min(volume_threads(), len(files))
     if threads <= 1:
         for k in range(len(files)):
             decode(k)

@@ -9,6 +9,7 @@ from dataclasses import dataclass
 import cv2
 import numpy as np
 
+from omnivmed.data.volume.threads import volume_threads
 from omnivmed.data.schema import VisualMeta
 from omnivmed.data.volume.core import Volume
 from omnivmed.data.volume.presets import Normalised, VolumeRecipe, apply_recipe, resolve
@@ -27,9 +28,8 @@ PNG_PARAMS = (
     cv2.IMWRITE_PNG_FILTER, cv2.IMWRITE_PNG_FILTER_PAETH,
 )  # fmt: skip
 
-# Slices are encoded on a few threads (OpenCV releases the GIL); every slice's bytes depend on
-# that slice alone, so the thread count never changes the output.
-ENCODE_THREADS = min(4, os.cpu_count() or 1)
+# Slices are encoded on a few threads (OpenCV releases the GIL; volume_threads()); every slice's
+# bytes depend on that slice alone, so the thread count never changes the output.
 
 # DICOM Modality -> our vocabulary (schema.MODALITIES); anything else stays unspecified.
 DICOM_MODALITIES = {"CT": "ct", "MR": "mri", "PT": "pet", "US": "ultrasound", "XA": "angiography", "MG": "mammography"}
@@ -65,25 +65,27 @@ def to_png(slice01: np.ndarray, bit_depth: int) -> bytes:
     return png_bytes(quantise(slice01, bit_depth))
 
 
-_pool: tuple[int, ThreadPoolExecutor] | None = None  # (pid that made it, pool)
+_pool: tuple[int, int, ThreadPoolExecutor] | None = None  # (pid that made it, threads, pool)
 
 
-def _shared_pool() -> ThreadPoolExecutor:
+def _shared_pool(threads: int) -> ThreadPoolExecutor:
     """One pool per process: builders encode volume after volume. A forked worker process
     inherits the object but not its threads, so it makes its own."""
     global _pool
-    if _pool is None or _pool[0] != os.getpid():
-        _pool = (os.getpid(), ThreadPoolExecutor(ENCODE_THREADS, thread_name_prefix="png-encode"))
-    return _pool[1]
+    if _pool is None or _pool[0] != os.getpid() or _pool[1] != threads:
+        _pool = (os.getpid(), threads, ThreadPoolExecutor(threads, thread_name_prefix="png-encode"))
+    return _pool[2]
 
 
 def encode_slices(pixels: np.ndarray, threads: int | None = None) -> tuple[bytes, ...]:
-    """Every slice of a quantised (D, H, W) array as PNG bytes, in order, on ``threads`` threads."""
-    threads = ENCODE_THREADS if threads is None else threads
+    """Every slice of a quantised (D, H, W) array as PNG bytes, in order, on ``threads`` threads
+    (default :func:`~omnivmed.data.volume.threads.volume_threads`)."""
+    default = volume_threads()
+    threads = default if threads is None else threads
     if threads <= 1 or len(pixels) < 2:
         return tuple(png_bytes(s) for s in pixels)
-    if threads == ENCODE_THREADS:
-        return tuple(_shared_pool().map(png_bytes, pixels))
+    if threads == default:
+        return tuple(_shared_pool(threads).map(png_bytes, pixels))
     with ThreadPoolExecutor(threads, thread_name_prefix="png-encode") as pool:
         return tuple(pool.map(png_bytes, pixels))
 
@@ -121,5 +123,5 @@ def encode_normalised(volume: Volume, normalised: Normalised, threads: int | Non
 def encode_volume(
     volume: Volume, recipe: VolumeRecipe | str, source: str = "<volume>", threads: int | None = None
 ) -> EncodedVolume:
-    """Normalise with ``recipe`` (or ``"auto"``) and encode every slice (``threads``: default ENCODE_THREADS)."""
+    """Normalise with ``recipe`` (or ``"auto"``) and encode every slice (``threads``: default volume_threads())."""
     return encode_normalised(volume, apply_recipe(resolve(recipe, volume), volume, source), threads)

@@ -47,10 +47,9 @@ def test_readers_give_what_a_plain_dicom_orient_gives(path):
 
 
 def test_series_pixels_do_not_depend_on_the_decode_thread_count(monkeypatch):
-    from omnivmed.data.volume import dicom_series
-
+    monkeypatch.setenv("OMNIVMED_VOLUME_THREADS", "4")
     threaded = read_volume(classify(CT_DICOM_SERIES))
-    monkeypatch.setattr(dicom_series, "DECODE_THREADS", 1)
+    monkeypatch.setenv("OMNIVMED_VOLUME_THREADS", "1")
     serial = read_volume(classify(CT_DICOM_SERIES))
     assert threaded.voxels.tobytes() == serial.voxels.tobytes()
     assert (threaded.spacing_mm, threaded.direction) == (serial.spacing_mm, serial.direction)
