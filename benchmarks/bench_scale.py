@@ -317,7 +317,7 @@ def main() -> None:
     parser.add_argument("--videos", type=int, default=None, help="videos in the Cholec80-VQA tree, 5 clips each (default 200; 3 with --quick)")
     parser.add_argument("--tasks", type=int, default=None, help="units for the per-unit overhead (default 400; 40 with --quick)")
     parser.add_argument("--json", type=Path, default=None, help="also write the figures here")
-    parser.add_argument("--slice-folders", type=int, default=None, help="PNG slice folders (default 24; 3 with --quick)")
+    parser.add_argument("--slice-folders", type=int, default=None, help="PNG slice folders (default 64; 3 with --quick)")
     parser.add_argument("--kinds", default="rows,volumes,volumes_slices,volumes_npy,clips", help="workloads to run, comma separated (default all)")
     parser.add_argument(
         "--volume-threads", default="1",
@@ -341,7 +341,7 @@ def main() -> None:
         makers = {
             "rows": lambda: rows_workload(root / "raw", args.rows_repeat or (1 if quick else 8)),
             "volumes": lambda: volumes_workload(root / "raw", args.volumes or (4 if quick else 32)),
-            "volumes_slices": lambda: slice_folder_workload(root / "raw", args.slice_folders or (3 if quick else 24)),
+            "volumes_slices": lambda: slice_folder_workload(root / "raw", args.slice_folders or (3 if quick else 64)),
             "volumes_npy": lambda: npy_volumes_workload(root / "raw", args.npy_volumes or (8 if quick else 400)),
             "clips": lambda: clips_workload(root / "raw", args.videos or (3 if quick else 200)),
         }
