@@ -49,7 +49,10 @@ import pyarrow.compute as pc
 from harness import machine_facts
 from omnivmed.data.fileio import SHARD_HASH, file_digest
 from omnivmed.data.schema import IMAGE_TOKEN, SCHEMA, Provenance, Turn, VisualMeta, make_sample
-from omnivmed.data.shards import DEFAULT_BATCH_BYTES, DEFAULT_BATCH_ROWS, ShardWriter, open_shard
+from omnivmed.data.shards import DEFAULT_BATCH_ROWS, ShardWriter, open_shard
+
+# Plain pyarrow's batches: 64 rows or 16 MB of frames (our writer's batches hold frame indices only).
+DEFAULT_BATCH_BYTES = 16 << 20
 
 ROOT = Path(__file__).resolve().parents[1]
 VQA_RAD_IMAGES = ROOT / "data" / "vqa_rad" / "VQA_RAD Image Folder"

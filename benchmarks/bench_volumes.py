@@ -79,10 +79,11 @@ from omnivmed.data.volume import PRESETS, VolumeInput, encode_volume, read_volum
 from omnivmed.data.volume.discover import expand
 from omnivmed.data.volume import encode as encode_module
 from omnivmed.data.volume.encode import encode_normalised
-from omnivmed.data.shards import DEFAULT_BATCH_BYTES
 from omnivmed.data.volume.presets import M3D_SHAPE, apply_recipe
 
 ROOT = Path(__file__).resolve().parents[1]
+# A record batch's frame bytes before schema 2 (a build below two of them says nothing about flatness).
+DEFAULT_BATCH_BYTES = 16 << 20
 VOLUMES = ROOT / "data" / "volumes"
 DICOM_SERIES = VOLUMES / "ct_dicom_series"
 CT_NIFTI = VOLUMES / "example_ct_sm.nii.gz"

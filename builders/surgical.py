@@ -20,7 +20,7 @@ from abc import abstractmethod
 from collections import OrderedDict
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Iterator
+from typing import Iterable, Iterator, Sequence
 
 from omnivmed.builders.base import (
     HELD_OUT_FIRST,
@@ -328,42 +328,56 @@ class SurgicalVqaBuilder(Builder):
         cache = ClipCache(out / "clips")
         digests = DigestCache(out / "clips" / "video-digests.json")
         maker = ClipMaker(self.spec, cache)
-        by_video: dict[tuple[str, str], list[QaRecord]] = {}
-        for item in self.records(raw):
-            if isinstance(item, Reject):
-                yield item
-            else:
-                by_video.setdefault((item.split, item.video), []).append(item)
-        order = {split: n for n, split in enumerate(HELD_OUT_FIRST)}
+        rejects, videos = self.window_videos(raw)
+        yield from rejects
         sources: OrderedDict[Path, FrameSource | VideoError] = OrderedDict()
         try:
-            for split, video in sorted(by_video, key=lambda k: (order[k[0]], k[1])):
-                records = by_video[(split, video)]
+            for split, video, records in videos:
                 try:
                     source = self._source(raw, records[0], sources, digests)
                 except VideoError as err:
                     yield self._reject(err, raw, records[0])
                     continue
-                qa_by_index: dict[int, list[QaRecord]] = {}
-                for record in records:
-                    qa_by_index.setdefault(self._frame_index(record, source), []).append(record)
-                for anchor in window_starts(source.indices(), self.spec, step):
-                    try:
-                        clip = maker.clip(source, anchor)
-                    except VideoError as err:
-                        yield self._reject(err, raw, records[0])
-                        continue
-                    covered = range(clip.frame_indices[0], clip.frame_indices[-1] + 1)
-                    qa = tuple(
-                        (index, r.question, r.answer)
-                        for index in covered
-                        for r in sorted(qa_by_index.get(index, ()), key=lambda r: (r.variant, r.qa_file, r.line))
-                    )
-                    yield CaptionWindow(split, video, relative(source.path, raw), clip, qa)
+                anchors = window_starts(source.indices(), self.spec, step)
+                yield from self.video_windows(raw, split, video, records, source, anchors, maker)
         finally:
             for source in sources.values():
                 if not isinstance(source, VideoError):
                     source.close()
+
+    def window_videos(self, raw: Path) -> tuple[list[Reject], list[tuple[str, str, tuple[QaRecord, ...]]]]:
+        """The records' rejects, and the videos to cut as (split, video, its QA records), held-out splits first."""
+        rejects: list[Reject] = []
+        by_video: dict[tuple[str, str], list[QaRecord]] = {}
+        for item in self.records(raw):
+            if isinstance(item, Reject):
+                rejects.append(item)
+            else:
+                by_video.setdefault((item.split, item.video), []).append(item)
+        order = {split: n for n, split in enumerate(HELD_OUT_FIRST)}
+        videos = sorted(by_video, key=lambda k: (order[k[0]], k[1]))
+        return rejects, [(split, video, tuple(by_video[(split, video)])) for split, video in videos]
+
+    def video_windows(
+        self, raw: Path, split: str, video: str, records: Sequence[QaRecord], source: FrameSource, anchors: Iterable[int], maker: ClipMaker
+    ) -> Iterator[CaptionWindow | Reject]:
+        """The windows of one opened video at ``anchors``, each with the QA lines of the frames it covers."""
+        qa_by_index: dict[int, list[QaRecord]] = {}
+        for record in records:
+            qa_by_index.setdefault(self._frame_index(record, source), []).append(record)
+        for anchor in anchors:
+            try:
+                clip = maker.clip(source, anchor)
+            except VideoError as err:
+                yield self._reject(err, raw, records[0])
+                continue
+            covered = range(clip.frame_indices[0], clip.frame_indices[-1] + 1)
+            qa = tuple(
+                (index, r.question, r.answer)
+                for index in covered
+                for r in sorted(qa_by_index.get(index, ()), key=lambda r: (r.variant, r.qa_file, r.line))
+            )
+            yield CaptionWindow(split, video, relative(source.path, raw), clip, qa)
 
     def _source(self, raw: Path, record: QaRecord, sources: OrderedDict, digests) -> FrameSource:
         if self.options["frames"] == "videos":

@@ -11,6 +11,7 @@ from __future__ import annotations
 import json
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Iterable
 
 import pyarrow as pa
 from tqdm import tqdm
@@ -48,8 +49,12 @@ def _row(source: str, window: CaptionWindow) -> dict:
     }
 
 
-def write_caption_inputs(builder: SurgicalVqaBuilder, raw: Path, out: Path, *, step: int, progress: bool = True) -> WindowsResult:
-    """Cut every video of ``raw`` into windows one every ``step`` frames; write them to ``out``."""
+def write_caption_inputs(
+    builder: SurgicalVqaBuilder, raw: Path, out: Path, *, step: int, progress: bool = True, windows: Iterable[CaptionWindow | Reject] | None = None
+) -> WindowsResult:
+    """Cut every video of ``raw`` into windows one every ``step`` frames; write them to ``out``.
+
+    ``windows``: the same items computed elsewhere (``omnivmed.engines.windows``); default ``builder.windows``."""
     raw, out = Path(raw), Path(out)
     builder.check_layout(raw)
     out.mkdir(parents=True, exist_ok=True)
@@ -59,7 +64,8 @@ def write_caption_inputs(builder: SurgicalVqaBuilder, raw: Path, out: Path, *, s
     count = 0
     batch: list[dict] = []
     with pa.OSFile(str(tmp), "wb") as sink, pa.ipc.new_stream(sink, WINDOW_SCHEMA) as writer:
-        for item in tqdm(builder.windows(raw, out, step), desc=f"windows {builder.info.name}", unit="win", disable=not progress):
+        items = builder.windows(raw, out, step) if windows is None else windows
+        for item in tqdm(items, desc=f"windows {builder.info.name}", unit="win", disable=not progress):
             if isinstance(item, Reject):
                 rejects.append(item)
                 continue

@@ -163,7 +163,12 @@ def ask_all(settings: EndpointSettings, cache_path: Path, chats: Sequence, *, sp
         if spread is None:
             return asyncio.run(_ask_all(settings, cache, run, chats))
     chunks = [list(chats[i : i + QUESTIONS_PER_TASK]) for i in range(0, len(chats), QUESTIONS_PER_TASK)]
-    parts = list(spread(partial(ask_chunk, settings=settings, run=run), chunks, cache_path))
+    from omnivmed.engines import EngineError
+
+    try:
+        parts = list(spread(partial(ask_chunk, settings=settings, run=run), chunks, cache_path))
+    except EngineError as err:  # e.g. a Ray cluster that refuses the connection: one line, exit 2
+        raise EvalInputError(str(err)) from None
     return Answers([reply for part in parts for reply in part.replies], sum(p.sent for p in parts), sum(p.cached for p in parts))
 
 

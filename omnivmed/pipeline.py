@@ -183,7 +183,7 @@ def _caption(
     from omnivmed.builders.surgical import SurgicalVqaBuilder
     from omnivmed.caption_inputs import builder_source_card, write_caption_inputs
     from omnivmed.engines.shared_cache import spread_for
-    from omnivmed.engines.windows import windows_builder
+    from omnivmed.engines.windows import spread_windows
     from omnivmed.rejection_sampling.config import default_config, load_config
     from omnivmed.rejection_sampling.preflight import PreflightError
     from omnivmed.rejection_sampling.run import caption_run
@@ -191,8 +191,9 @@ def _caption(
     builder = get_builder(spec.windows_of, dict(spec.options))
     if not isinstance(builder, SurgicalVqaBuilder):
         raise PipelineError(f"{config.recipe}: sources.{entry.name}.caption: {spec.windows_of} is not a surgical video source")
-    cutter = windows_builder(builder, engine=engine, workers=workers, progress=progress)
-    windows = write_caption_inputs(cutter, raw, Path(config.staged_root) / f"{entry.staged}-windows", step=spec.step, progress=progress)
+    windows_out = Path(config.staged_root) / f"{entry.staged}-windows"
+    spread = spread_windows(builder, raw, windows_out, spec.step, engine=engine, workers=workers, progress=progress)
+    windows = write_caption_inputs(builder, raw, windows_out, step=spec.step, progress=progress, windows=spread)
     # The endpoint is a URL (the paper's judges on one server) or a captioning config file.
     settings = load_config(Path(endpoint)) if Path(endpoint).is_file() else default_config(endpoint)
     staged = Path(config.staged_root) / entry.staged

@@ -49,6 +49,20 @@ def render_datacard(
     ]
     if preview:
         lines += ["", f"Browse sampled records of every visual kind in [{preview}]({preview}) (opens from disk, no server)."]
+    return "\n".join(lines) + "\n\n" + render_datacard_body(manifest, notes, stats=stats, figures=figures, reject_examples=reject_examples)
+
+
+def render_datacard_body(
+    manifest: Manifest,
+    notes: list[str] | None = None,
+    *,
+    stats: CardStats | None = None,
+    figures: dict[str, str] | None = None,
+    reject_examples: dict[str, RejectExample] | None = None,
+) -> str:
+    """The card's sections (recipe, sources, counts, statistics, removals, options, notes) without the
+    title and the shard-format intro: what another layout's card (the Hub export's README) reuses."""
+    lines: list[str] = []
     lines += _recipe_section(manifest)
     lines += [
         "",
@@ -72,7 +86,7 @@ def render_datacard(
         lines += [f"| {key} | {value or '(default)'} |" for key, value in sorted(builder_options.items())]
     if notes:
         lines += ["", "## Notes", ""] + [f"- {note}" for note in notes]
-    return "\n".join(lines) + "\n"
+    return "\n".join(lines).lstrip("\n") + "\n"
 
 
 def _recipe_section(manifest: Manifest) -> list[str]:

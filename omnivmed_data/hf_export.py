@@ -48,7 +48,7 @@ from tqdm import tqdm
 
 from omnivmed.data.batches import stream_batches
 from omnivmed.data.card_stats import collect_stats
-from omnivmed.data.datacard import FIGURES_DIR, STATS_NAME, render_datacard
+from omnivmed.data.datacard import FIGURES_DIR, STATS_NAME, render_datacard_body
 from omnivmed.data.export import SUMMARY_NAME, ExportError, verified_splits
 from omnivmed.data.fileio import fsync_dir, temporary_name, write_if_changed
 from omnivmed.data.figures import write_figures
@@ -400,8 +400,7 @@ def render_hf_card(manifest, parts, splits, features, figures, stats) -> str:
     DatasetInfosDict(infos).to_dataset_card_data(card_data)
     MetadataConfigs(configs).to_dataset_card_data(card_data)
 
-    card = render_datacard(manifest, stats=stats, figures=figures)
-    body = card[card.index("\n## ") + 1 :]  # the data card after its shard-format intro, which this folder replaces
+    body = render_datacard_body(manifest, stats=stats, figures=figures)  # the card without its shard-format intro
     stage = manifest.options.get("recipe.stage")
     intro = [
         f"# {manifest.name}",

@@ -153,7 +153,7 @@ def _task_words(entry: RecipeEntry) -> str:
 
 def _plan_entry(entry: RecipeEntry, path: Path) -> tuple[EntryPlan, dict[Stratum, np.ndarray]]:
     manifest = Manifest.load(path)
-    members, before_filter = _filtered_pool(path, manifest, entry)
+    members, before_filter = _pool(path, manifest, entry)
     available = sum(len(v) for v in members.values())
     plan = EntryPlan(
         entry=entry,
@@ -168,13 +168,9 @@ def _plan_entry(entry: RecipeEntry, path: Path) -> tuple[EntryPlan, dict[Stratum
     return plan, members
 
 
-def _pool(path: Path, manifest: Manifest, entry: RecipeEntry) -> dict[Stratum, np.ndarray]:
-    """Positions (over the manifest's shards in order) of the rows the entry may draw, by stratum."""
-    return _filtered_pool(path, manifest, entry)[0]
-
-
-def _filtered_pool(path: Path, manifest: Manifest, entry: RecipeEntry) -> tuple[dict[Stratum, np.ndarray], int]:
-    """:func:`_pool`, and how many rows of the entry's splits and tasks there were before its ``filter``.
+def _pool(path: Path, manifest: Manifest, entry: RecipeEntry) -> tuple[dict[Stratum, np.ndarray], int]:
+    """Positions (over the manifest's shards in order) of the rows the entry may draw, by stratum, and
+    how many rows of the entry's splits and tasks there were before its ``filter``.
 
     Batches are read one at a time (not memory-mapped: touching a few columns of every batch of a
     mapped file faults in most of its pages, so resident memory would grow with the shard).

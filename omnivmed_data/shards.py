@@ -33,7 +33,6 @@ from omnivmed.data.schema import SCHEMA, SCHEMA_FINGERPRINT, Sample, schema_fing
 
 DEFAULT_MAX_SHARD_BYTES = 512 << 20
 DEFAULT_BATCH_ROWS = 64
-DEFAULT_BATCH_BYTES = 16 << 20
 
 
 class ShardSchemaError(ValueError):
@@ -141,12 +140,10 @@ class ShardWriter:
         *,
         max_shard_bytes: int = DEFAULT_MAX_SHARD_BYTES,
         batch_rows: int = DEFAULT_BATCH_ROWS,
-        batch_bytes: int = DEFAULT_BATCH_BYTES,
     ):
         self.out_dir = Path(out_dir)
         self.max_shard_bytes = max_shard_bytes
         self.batch_rows = batch_rows
-        self.batch_bytes = batch_bytes  # kept for callers; record batches now hold indices, not frames
         self._streams: dict[str, _SplitStream] = {}
         self._finished: list[ShardInfo] = []
         self._writing: Path | None = None

@@ -42,6 +42,12 @@ def check_engine(engine: str, workers: int) -> None:
         raise EngineError("--engine ray needs Ray: pip install 'omnivmed[scale]' (or 'ray[data]>=2.40')")
 
 
+def is_plain(engine: str, workers: int) -> bool:
+    """True for one local worker: the stage runs in this process, exactly as it does without an engine."""
+    check_engine(engine, workers)
+    return engine == "local" and workers == 1
+
+
 def ordered_map(fn: Callable[[U], R], units: Sequence[U], *, engine: str = "local", workers: int = 1, progress: bool = False) -> Iterator[R]:
     """``fn(unit)`` for every unit, in unit order, computed by ``engine`` (here, in a pool, or on Ray).
 
@@ -49,8 +55,7 @@ def ordered_map(fn: Callable[[U], R], units: Sequence[U], *, engine: str = "loca
     and safe to run twice on a unit (Ray repeats the task of a dead worker).
     One worker on the local engine, or a single unit, runs here in order.
     """
-    check_engine(engine, workers)
-    if (engine == "local" and workers == 1) or len(units) <= 1:
+    if is_plain(engine, workers) or len(units) <= 1:
         for unit in units:
             yield fn(unit)
     elif engine == "local":
@@ -70,9 +75,8 @@ def _unit_items(unit: Unit, builder: Builder, raw: Path) -> list[BuilderItem]:
 
 def ordered_items(builder: Builder, raw: Path, *, engine: str = "local", workers: int = 1, progress: bool = False) -> Iterator[BuilderItem]:
     """The builder's items in :meth:`~omnivmed.builders.base.Builder.generate` order, computed by ``engine``."""
-    check_engine(engine, workers)
     raw = Path(raw)
-    if engine == "local" and workers == 1:
+    if is_plain(engine, workers):
         yield from builder.generate(raw)
         return
     units = builder.work_units(raw)

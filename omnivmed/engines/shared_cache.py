@@ -29,7 +29,7 @@ from functools import partial
 from pathlib import Path
 from typing import Callable, Iterator, Sequence, TypeVar
 
-from omnivmed.engines import check_engine, ordered_map
+from omnivmed.engines import check_engine, is_plain, ordered_map
 
 C = TypeVar("C")
 R = TypeVar("R")
@@ -144,7 +144,6 @@ def map_with_cache(
 
 def spread_for(engine: str, workers: int, *, progress: bool = False):
     """The ``spread`` a caption run or an endpoint prediction takes: None for one local process (the plain path)."""
-    check_engine(engine, workers)
-    if engine == "local" and workers == 1:
+    if is_plain(engine, workers):
         return None
     return partial(map_with_cache, engine=engine, workers=workers, progress=progress)

@@ -11,7 +11,7 @@ from contextlib import contextmanager
 from functools import partial
 from typing import Callable, Iterator, Sequence, TypeVar
 
-from omnivmed.engines import check_engine, ordered_map
+from omnivmed.engines import check_engine, is_plain, ordered_map
 
 U = TypeVar("U")
 R = TypeVar("R")
@@ -22,8 +22,7 @@ UnitMapper = Callable[[Callable[[U], R], Sequence[U]], Iterator[R]]
 def unit_mapper(engine: str = "local", workers: int = 1, *, progress: bool = False) -> UnitMapper | None:
     """None on the plain path (one local worker: the stage runs as it always has), else
     :func:`~omnivmed.engines.ordered_map` bound to ``engine`` and ``workers``."""
-    check_engine(engine, workers)
-    if engine == "local" and workers == 1:
+    if is_plain(engine, workers):
         return None
     return partial(ordered_map, engine=engine, workers=workers, progress=progress)
 

@@ -22,12 +22,11 @@ from functools import partial
 from pathlib import Path
 from typing import Iterator
 
-from omnivmed.builders.base import HELD_OUT_FIRST, Reject
+from omnivmed.builders.base import Reject
 from omnivmed.builders.surgical import CaptionWindow, QaRecord, SurgicalVqaBuilder
-from omnivmed.builders.volume_samples import relative
 from omnivmed.data.video import ClipCache, ClipCacheReader, ClipMaker, DigestCache, VideoError
 from omnivmed.data.video.windows import window_starts
-from omnivmed.engines import check_engine, ordered_map
+from omnivmed.engines import check_engine, is_plain, ordered_map
 
 # Windows per work unit: a few MB of JPEG frames, enough decoding to outweigh a task's overhead.
 WINDOWS_PER_UNIT = 32
@@ -60,17 +59,9 @@ def window_units(builder: SurgicalVqaBuilder, raw: Path, step: int, per_unit: in
     Each video is opened here to count its windows (its header and first frame; a pass over its
     packets when the header states no frame count); its digest is not computed here.
     """
-    rejects: list[Reject] = []
-    by_video: dict[tuple[str, str], list[QaRecord]] = {}
-    for item in builder.records(raw):
-        if isinstance(item, Reject):
-            rejects.append(item)
-        else:
-            by_video.setdefault((item.split, item.video), []).append(item)
-    order = {split: n for n, split in enumerate(HELD_OUT_FIRST)}
+    rejects, videos = builder.window_videos(raw)
     units: list[VideoWindows] = []
-    for split, video in sorted(by_video, key=lambda k: (order[k[0]], k[1])):
-        records = tuple(by_video[(split, video)])
+    for split, video, records in videos:
         try:
             source = builder._source(raw, records[0], OrderedDict(), None)
         except VideoError:
@@ -91,33 +82,21 @@ def cut_windows(unit: VideoWindows, *, builder: SurgicalVqaBuilder, raw: Path, o
     maker = ClipMaker(builder.spec, ClipCacheReader(clips))
     digests = DigestCache(clips / DIGESTS, persist=False)
     records = unit.records
-    items: list[CaptionWindow | Reject] = []
-    made: set[str] = set()
     try:
         source = builder._source(raw, records[0], OrderedDict(), digests)
     except VideoError as err:
         return WindowsCut((builder._reject(err, raw, records[0]),), frozenset(), {})
+    items: list[CaptionWindow | Reject] = []
+    made: set[str] = set()
     try:
-        qa_by_index: dict[int, list[QaRecord]] = {}
-        for record in records:
-            qa_by_index.setdefault(builder._frame_index(record, source), []).append(record)
         anchors = unit.anchors if unit.anchors is not None else window_starts(source.indices(), builder.spec, step)
-        for anchor in anchors:
+        before = maker.made
+        # Lazy: when a window comes out, maker.made already counts its clip if the cache lacked it.
+        for item in builder.video_windows(raw, unit.split, unit.video, records, source, anchors, maker):
+            if isinstance(item, CaptionWindow) and maker.made > before:
+                made.add(item.clip.id)
             before = maker.made
-            try:
-                clip = maker.clip(source, anchor)
-            except VideoError as err:
-                items.append(builder._reject(err, raw, records[0]))
-                continue
-            if maker.made > before:
-                made.add(clip.id)
-            covered = range(clip.frame_indices[0], clip.frame_indices[-1] + 1)
-            qa = tuple(
-                (index, r.question, r.answer)
-                for index in covered
-                for r in sorted(qa_by_index.get(index, ()), key=lambda r: (r.variant, r.qa_file, r.line))
-            )
-            items.append(CaptionWindow(unit.split, unit.video, relative(source.path, raw), clip, qa))
+            items.append(item)
     finally:
         source.close()
     return WindowsCut(tuple(items), frozenset(made), dict(digests.added))
@@ -142,29 +121,9 @@ def engine_windows(
             yield item
 
 
-class EngineWindowsBuilder:
-    """A surgical builder whose ``windows()`` runs on an engine; everything else is the builder's.
-
-    What :func:`omnivmed.caption_inputs.write_caption_inputs` drives, so the table, summary and
-    rejects are written by the one writer as on the plain path.
-    """
-
-    def __init__(self, builder: SurgicalVqaBuilder, *, engine: str, workers: int, progress: bool = False):
-        self._builder = builder
-        self._engine = engine
-        self._workers = workers
-        self._progress = progress
-
-    def __getattr__(self, name: str):
-        return getattr(self._builder, name)
-
-    def windows(self, raw: Path, out: Path, step: int) -> Iterator[CaptionWindow | Reject]:
-        return engine_windows(self._builder, raw, out, step, engine=self._engine, workers=self._workers, progress=self._progress)
-
-
-def windows_builder(builder: SurgicalVqaBuilder, *, engine: str = "local", workers: int = 1, progress: bool = False):
-    """``builder`` itself on the plain path (one local worker), else one whose windows run on ``engine``."""
-    check_engine(engine, workers)
-    if engine == "local" and workers == 1:
-        return builder
-    return EngineWindowsBuilder(builder, engine=engine, workers=workers, progress=progress)
+def spread_windows(builder: SurgicalVqaBuilder, raw: Path, out: Path, step: int, *, engine: str = "local", workers: int = 1, progress: bool = False):
+    """The windows for :func:`omnivmed.caption_inputs.write_caption_inputs`: None on the plain path (one
+    local worker: the builder's own ``windows()``), else :func:`engine_windows` on ``engine``."""
+    if is_plain(engine, workers):
+        return None
+    return engine_windows(builder, raw, out, step, engine=engine, workers=workers, progress=progress)

@@ -179,7 +179,7 @@ def windows(
     from omnivmed.caption_inputs import write_caption_inputs
     from omnivmed.data.output import OutputBusy, output_lock
     from omnivmed.engines import EngineError
-    from omnivmed.engines.windows import windows_builder
+    from omnivmed.engines.windows import spread_windows
 
     check_engine_options(engine, workers)
     builder = _builder(source, _parse_options(option))
@@ -190,8 +190,8 @@ def windows(
     show = show_progress() if progress is None else progress
     try:
         with output_lock(out):
-            cutter = windows_builder(builder, engine=engine, workers=workers, progress=show)
-            result = write_caption_inputs(cutter, raw, out, step=step, progress=show)
+            spread = spread_windows(builder, raw, out, step, engine=engine, workers=workers, progress=show)
+            result = write_caption_inputs(builder, raw, out, step=step, progress=show, windows=spread)
     except (LayoutError, OutputBusy, EngineError) as err:
         fail(str(err), code=2)
     console.print(f"{source}: {result.windows:,} windows -> {result.path}", highlight=False, soft_wrap=True)
