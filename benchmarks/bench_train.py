@@ -7,8 +7,11 @@
 2. Data loading: samples/s of the trainer's way in (rows read in place from memory-mapped shards,
    ``ShardReader.row``) against the LLaVA habit (one JSON list plus one image file per sample), on the
    same 10K samples (the embedded image samples cycled, written both ways before timing; warm in the
-   page cache), in one seeded random order, through the same DataLoader with 0 and N workers; bytes
-   only and with the trainer's frame decode.
+   page cache), in one seeded random order, through the same DataLoader with 0 and N workers, three ways:
+   bytes only; the same frame decode on both sides (``decode_frame``: the access paths alone); and each
+   loader's own way to the vision encoder's input with the conversation tokenised by the same chat encoder
+   (ours: ``make_example`` at the 1.5b/7b geometry; theirs: PIL ``open().convert("RGB")`` and transformers'
+   SigLIP image processor at 384x384, as LLaVA's ``LazySupervisedDataset`` does with its processor).
 
     .venv/bin/python benchmarks/bench_train.py [--embedded DIR] [--repeat 5] [--steps 5] [--samples 10000]
         [--workers 2] [--decode-repeat 3] [--loading-only]
@@ -35,9 +38,11 @@ os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 import cv2  # noqa: E402
 import numpy as np  # noqa: E402
 import torch  # noqa: E402
+from PIL import Image  # noqa: E402
 from torch.utils.data import DataLoader, Dataset  # noqa: E402
 from harness import machine_facts  # noqa: E402
 
+from omnivmed.data.schema import Turn  # noqa: E402
 from omnivmed.data.shards import ShardWriter  # noqa: E402
 from omnivmed.embedded import build_embedded  # noqa: E402
 from omnivmed.trainer.data.batch import collate, make_example  # noqa: E402
@@ -90,44 +95,69 @@ def step_times(samples, model, steps: int, repeat: int) -> dict:
     return results
 
 
+MODES = ("bytes", "decode", "model")  # bytes only; the same decode both sides; each loader's own way to the model
+MODEL_SPEC = spec(14, 384 * 384, 16, True)  # the 1.5b/7b presets' geometry (SigLIP patch 14, 384x384 at most)
+
+
 class _ShardLoading(Dataset):
     """The trainer's way in: a row read in place from its memory-mapped record batch (``ShardReader.row``)."""
 
-    def __init__(self, shards: list[Path], decode: bool):
+    def __init__(self, shards: list[Path], mode: str, chat: ChatEncoder):
         self.index = index_shards(shards)
         self.reader = ShardReader(self.index.shards)  # pickled without its maps: each worker maps the shards
         self.shard_of, self.row_of = self.index.shard_of.tolist(), self.index.row_of.tolist()
-        self.decode = decode
+        self.mode, self.chat = mode, chat
 
     def __len__(self) -> int:
         return len(self.shard_of)
 
     def __getitem__(self, i: int) -> int:
         row = self.reader.row(self.shard_of[i], self.row_of[i])
+        if self.mode == "model":  # the trainer's own example: patches (decode, resize, normalise) and tokens
+            example = make_example(row, self.chat, MODEL_SPEC)
+            return len(example.input_ids) + sum(len(v.patches) for v in example.visuals)
         text = sum(len(t.content) for t in row.conversations)
-        return _finish(row.frames[0], self.decode) + text
+        return _finish(row.frames[0], self.mode) + text
 
 
 class _LlavaLoading(Dataset):
-    """LLaVA's habit (``LazySupervisedDataset``): one JSON list parsed up front, one image file read per sample."""
+    """LLaVA's habit (``LazySupervisedDataset``): one JSON list parsed up front, one image file read per sample,
+    opened with PIL and put through the image processor (here SigLIP's at 384x384)."""
 
-    def __init__(self, llava_json: Path, decode: bool):
+    def __init__(self, llava_json: Path, mode: str, chat: ChatEncoder):
         self.folder = llava_json.parent
         self.rows = json.loads(llava_json.read_text())
-        self.decode = decode
+        self.mode, self.chat = mode, chat
+        self.processor = _siglip_processor() if mode == "model" else None
 
     def __len__(self) -> int:
         return len(self.rows)
 
     def __getitem__(self, i: int) -> int:
         row = self.rows[i]
+        path = self.folder / row["image"]
+        if self.mode == "model":
+            pixels = self.processor.preprocess(Image.open(path).convert("RGB"), return_tensors="pt")["pixel_values"][0]
+            turns = tuple(Turn(t["from"], t["value"]) for t in row["conversations"])
+            tokens = self.chat.encode(turns, [("image", (384 // 14) ** 2)]).input_ids
+            return len(tokens) + pixels.shape[0]
         text = sum(len(t["value"]) for t in row["conversations"])
-        return _finish((self.folder / row["image"]).read_bytes(), self.decode) + text
+        return _finish(path.read_bytes(), self.mode) + text
 
 
-def _finish(frame, decode: bool) -> int:
-    """Bytes only: the frame's length; with decoding: the trainer's own decode (OpenCV, float RGB)."""
-    return decode_frame(frame).shape[0] if decode else len(frame)
+def _siglip_processor():
+    """transformers' SigLIP image processor (384x384, bicubic, rescale, normalise 0.5) in its PIL form: the one
+    a plain install gets (5.x names it ``SiglipImageProcessorPil``; the torchvision one needs torchvision)."""
+    try:
+        from transformers import SiglipImageProcessorPil as Processor
+    except ImportError:  # transformers 4.x: the PIL/numpy processor is the plain one
+        from transformers import SiglipImageProcessor as Processor
+    return Processor(size={"height": 384, "width": 384})
+
+
+def _finish(frame, mode: str) -> int:
+    """Bytes only: the frame's length; ``decode``: the trainer's own decode (OpenCV, float RGB) on both sides."""
+    return decode_frame(frame).shape[0] if mode == "decode" else len(frame)
 
 
 def _count(values: list[int]) -> int:  # the chunk's result: a number, so no pixels cross the worker queue
@@ -152,7 +182,7 @@ def write_copies(samples, count: int, folder: Path) -> tuple[list[Path], Path]:
     return sorted((folder / "shards").glob("*/*.arrow")), folder / "llava.json"
 
 
-def load_rates(shards: list[Path], llava_json: Path, repeat: int, decode: bool, workers: int, chunk: int = 32) -> dict:
+def load_rates(shards, llava_json, repeat: int, mode: str, workers: int, chat: ChatEncoder, chunk: int = 32) -> dict:
     """Samples/s of both ways in, through the same DataLoader (one seeded random order, ``chunk`` samples a hand-off,
     ``workers`` processes); each timed pass builds its dataset (JSON parse, shard index and maps included)."""
 
@@ -165,8 +195,8 @@ def load_rates(shards: list[Path], llava_json: Path, repeat: int, decode: bool, 
         return done
 
     contenders = {
-        "shards": lambda: _ShardLoading(shards, decode),
-        "llava_files": lambda: _LlavaLoading(llava_json, decode),
+        "shards": lambda: _ShardLoading(shards, mode, chat),
+        "llava_files": lambda: _LlavaLoading(llava_json, mode, chat),
     }
     times = {name: [] for name in contenders}
     count = 0
@@ -214,12 +244,13 @@ def main() -> None:
             report["pruning_tokens"] = pruning_tokens(moving)
             report["step_time_tiny"] = step_times(moving, model, args.steps, args.repeat)
         shards, llava = write_copies([every[i] for i in images], args.samples, tmp / "loading")
+        chat = ChatEncoder(model.tokenizer, 4096)
         report["loading"] = {
-            f"{'with_decode' if decode else 'bytes_only'}, {workers} workers": load_rates(
-                shards, llava, args.decode_repeat if decode else args.repeat, decode, workers
+            f"{mode}, {workers} workers": load_rates(
+                shards, llava, args.repeat if mode == "bytes" else args.decode_repeat, mode, workers, chat
             )
             for workers in sorted({0, args.workers})
-            for decode in (False, True)
+            for mode in MODES
         }  # fmt: skip
     out = Path(__file__).resolve().parent / "results" / "train.json"
     out.parent.mkdir(exist_ok=True)
