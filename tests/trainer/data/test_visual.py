@@ -48,3 +48,47 @@ def test_frame_and_sample_pixel_caps():
 def test_an_image_of_any_size_becomes_patch_multiples():
     [image] = visual_inputs((encoded(np.zeros((70, 43, 3), np.uint8), ".jpg"),), "image", spec())
     assert image.grid == (5, 3) and image.patches.shape == (15, 3 * 14 * 14)
+
+
+def _patches_as_written_first(frames: list[bytes], kind: str, s: VisualSpec):
+    """The pixel path as first written (the reference): every frame to full-size float RGB, then resized, then
+    ``(x - mean) / std`` broadcast per pixel; the faster path must give these tensors bit for bit."""
+    from omnivmed.trainer.data.visual import patchify
+    from omnivmed.trainer.model.pruning import static_patch_keep_mask
+
+    picked = even_subsample(len(frames), s.max_frames) if kind != "image" else [0]
+    decoded = [decode_frame(frames[i]) for i in picked]
+    height, width = decoded[0].shape[:2]
+    gh, gw = target_grid(height, width, s.patch_size, min(s.max_pixels, s.max_sample_pixels // len(decoded)))
+    size = (gw * s.patch_size, gh * s.patch_size)
+    area = size[0] * size[1] < height * width
+    resized = np.stack([cv2.resize(f, size, interpolation=cv2.INTER_AREA if area else cv2.INTER_LINEAR) for f in decoded])
+    patches = patchify((resized - np.float32(s.mean)) / np.float32(s.std), s.patch_size)
+    if not s.prune or kind == "image":
+        return patches.reshape(-1, patches.shape[-1])
+    mean, std = s.prune_scale()
+    keep = static_patch_keep_mask(patchify((resized - mean) / std, s.patch_size), s.prune_threshold)
+    assert 0 < int(keep.sum()) < keep.numel()  # the case checks pruning's input too: some kept, some dropped
+    return patches[keep]
+
+
+@pytest.mark.parametrize(
+    "layout", ["grey8", "grey16", "bgr8", "bgr16", "bgra8", "jpeg"],
+)
+@pytest.mark.parametrize("size", [(37, 53), (300, 410)])  # upscaled (linear) and shrunk (area)
+def test_patches_equal_the_first_written_path_bit_for_bit(layout, size):
+    rng = np.random.default_rng(len(layout) * 31 + size[0])
+    shape = {"grey8": size, "grey16": size, "bgra8": (*size, 4)}.get(layout, (*size, 3))
+    top = 65535 if layout.endswith("16") else 255
+    frames = []
+    base = rng.integers(0, top, shape)
+    for _ in range(5):  # only the top-left corner changes, so pruning keeps some patches and drops others
+        base[: size[0] // 3, : size[1] // 3] = rng.integers(0, top, base[: size[0] // 3, : size[1] // 3].shape)
+        array = base.astype(np.uint16 if top == 65535 else np.uint8)
+        frames.append(encoded(array, ".jpg" if layout == "jpeg" else ".png"))
+    for kind, s in [("image", spec(mean=(0.48, 0.45, 0.40), std=(0.27, 0.26, 0.28))),
+                    ("volume", spec(prune=True, max_pixels=96 * 96)), ("video", spec(prune=True, patch_size=8))]:  # fmt: skip
+        frames_used = frames[:1] if kind == "image" else frames
+        [visual] = visual_inputs(tuple(frames_used), kind, s)
+        assert visual.patches.dtype == _patches_as_written_first(frames_used, kind, s).dtype
+        assert np.array_equal(visual.patches.numpy(), _patches_as_written_first(frames_used, kind, s).numpy())
