@@ -14,7 +14,7 @@
    SigLIP image processor at 384x384, as LLaVA's ``LazySupervisedDataset`` does with its processor).
 
     .venv/bin/python benchmarks/bench_train.py [--embedded DIR] [--repeat 5] [--steps 5] [--samples 10000]
-        [--workers 2] [--decode-repeat 3] [--loading-only]
+        [--workers 2] [--decode-repeat 3] [--loading-only | --pruning-only]
 
 Writes benchmarks/results/train.json (git-ignored).
 """
@@ -220,7 +220,9 @@ def main() -> None:
     parser.add_argument("--samples", type=int, default=10_000, help="loading: image samples cycled to this many")
     parser.add_argument("--workers", type=int, default=2, help="loading: DataLoader workers (also timed with 0)")
     parser.add_argument("--decode-repeat", type=int, default=3, help="loading with decoding: timed repetitions")
-    parser.add_argument("--loading-only", action="store_true", help="skip part 1 (pruning)")
+    parts = parser.add_mutually_exclusive_group()
+    parts.add_argument("--loading-only", action="store_true", help="skip part 1 (pruning)")
+    parts.add_argument("--pruning-only", action="store_true", help="skip part 2 (loading)")
     args = parser.parse_args()
     with tempfile.TemporaryDirectory() as tmp:
         tmp = Path(tmp)
@@ -243,15 +245,16 @@ def main() -> None:
         if not args.loading_only:
             report["pruning_tokens"] = pruning_tokens(moving)
             report["step_time_tiny"] = step_times(moving, model, args.steps, args.repeat)
-        shards, llava = write_copies([every[i] for i in images], args.samples, tmp / "loading")
-        chat = ChatEncoder(model.tokenizer, 4096)
-        report["loading"] = {
-            f"{mode}, {workers} workers": load_rates(
-                shards, llava, args.repeat if mode == "bytes" else args.decode_repeat, mode, workers, chat
-            )
-            for workers in sorted({0, args.workers})
-            for mode in MODES
-        }  # fmt: skip
+        if not args.pruning_only:
+            shards, llava = write_copies([every[i] for i in images], args.samples, tmp / "loading")
+            chat = ChatEncoder(model.tokenizer, 4096)
+            report["loading"] = {
+                f"{mode}, {workers} workers": load_rates(
+                    shards, llava, args.repeat if mode == "bytes" else args.decode_repeat, mode, workers, chat
+                )
+                for workers in sorted({0, args.workers})
+                for mode in MODES
+            }  # fmt: skip
     out = Path(__file__).resolve().parent / "results" / "train.json"
     out.parent.mkdir(exist_ok=True)
     out.write_text(json.dumps(report, indent=2) + "\n")
