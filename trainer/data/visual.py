@@ -84,7 +84,8 @@ def _unit(image: np.ndarray) -> np.ndarray:
 
 def _rgb(image: np.ndarray) -> np.ndarray:
     """Grey or BGR(A) -> (H, W, 3) RGB. Exact (copies and drops channels), so it commutes with a per-channel
-    resize: done after the resize, on the small frame, it costs a tenth and a grey frame resizes one channel."""
+    resize: done after it, it runs on the small frame instead of the full one, and a grey frame resizes one
+    channel instead of three."""
     if image.ndim == 2:
         return np.repeat(image[:, :, None], 3, axis=2)
     return cv2.cvtColor(image, cv2.COLOR_BGRA2RGB if image.shape[2] == 4 else cv2.COLOR_BGR2RGB)
