@@ -24,7 +24,7 @@ from typing import Iterator
 from omnivmed.builders.base import BuilderItem, ReadyItems, Reject, SourceInfo
 from omnivmed.builders.json_stream import json_rows, json_rows_at, json_rows_with_offsets
 from omnivmed.builders.vqa2d import RecordError, reject_from, text_field, vqa_sample
-from omnivmed.data.media import ImageCache, MediaError
+from omnivmed.data.media import ImageCache, MediaError, unit_image_cache
 from omnivmed.data.schema import SchemaError
 
 # (split, file) held-out first.
@@ -107,7 +107,7 @@ def vqa_units(raw: Path, folder: Path) -> list[VqaRun | ReadyItems]:
 
 
 def vqa_unit_samples(info: SourceInfo, raw: Path, unit: VqaRun, views: dict[str, str]) -> Iterator[BuilderItem]:
-    images = ImageCache(raw / "files", max_items=_CACHE_ITEMS)
+    images = unit_image_cache(raw / "files", max_items=_CACHE_ITEMS)
     for index, row in enumerate(json_rows_at(raw / unit.file, unit.start_byte, unit.count), start=unit.first_index):
         yield _row_item(info, row, index, unit.split, unit.file, images, views)
 

@@ -40,7 +40,7 @@ from omnivmed.builders.vqa2d import (
     text_field,
     vqa_sample,
 )
-from omnivmed.data.media import ImageCache, MediaError
+from omnivmed.data.media import ImageCache, MediaError, unit_image_cache
 from omnivmed.data.schema import SchemaError
 
 IMAGE_DIR = "images"
@@ -173,7 +173,7 @@ class PathVqaBuilder(Builder):
         if isinstance(unit, ParquetUnit):
             yield from parquet_file_vqa_samples(INFO, raw, raw / unit.path, MODALITY)
         elif isinstance(unit, EntryChunk):
-            yield from self._entry_chunk(raw, unit, ImageCache(raw / IMAGE_DIR))
+            yield from self._entry_chunk(raw, unit, unit_image_cache(raw / IMAGE_DIR))
         else:
             yield from super().generate_unit(raw, unit)
 

@@ -33,7 +33,7 @@ from omnivmed.builders.vqa2d import (
     text_field,
     vqa_sample,
 )
-from omnivmed.data.media import ImageCache, MediaError
+from omnivmed.data.media import ImageCache, MediaError, unit_image_cache
 from omnivmed.data.schema import SchemaError
 
 _HF_BASE = "https://huggingface.co/datasets/BoKelvin/SLAKE/resolve/main"
@@ -145,7 +145,7 @@ class SlakeBuilder(Builder):
 
     def generate_unit(self, raw: Path, unit: Unit) -> Iterator[BuilderItem]:
         if isinstance(unit, RecordChunk):
-            yield from self._unit_items(raw, unit, ImageCache(raw / IMAGE_DIR))
+            yield from self._unit_items(raw, unit, unit_image_cache(raw / IMAGE_DIR))
         else:
             yield from super().generate_unit(raw, unit)
 

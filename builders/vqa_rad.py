@@ -37,7 +37,7 @@ from omnivmed.builders.vqa2d import (
     text_field,
     vqa_sample,
 )
-from omnivmed.data.media import ImageCache, MediaError
+from omnivmed.data.media import ImageCache, MediaError, unit_image_cache
 from omnivmed.data.schema import UNSPECIFIED_MODALITY, SchemaError
 
 JSON_NAME = "VQA_RAD Dataset Public.json"
@@ -210,7 +210,7 @@ class VqaRadBuilder(Builder):
 
     def generate_unit(self, raw: Path, unit: Unit) -> Iterator[BuilderItem]:
         if isinstance(unit, RecordChunk):
-            yield from self._official_records(raw, unit.records, unit.modalities)
+            yield from self._official_records(unit.records, unit.modalities, unit_image_cache(raw / IMAGE_DIR))
         elif isinstance(unit, ParquetUnit):
             yield from parquet_file_vqa_samples(INFO, raw, raw / unit.path, UNSPECIFIED_MODALITY)
         elif isinstance(unit, FileReject):
@@ -223,10 +223,9 @@ class VqaRadBuilder(Builder):
         if reject:
             yield reject
             return
-        yield from self._official_records(raw, _held_out_first(records), image_modalities(records))
+        yield from self._official_records(_held_out_first(records), image_modalities(records), ImageCache(raw / IMAGE_DIR))
 
-    def _official_records(self, raw: Path, ordered, modalities: dict[str, str]) -> Iterator[BuilderItem]:
-        images = ImageCache(raw / IMAGE_DIR)
+    def _official_records(self, ordered, modalities: dict[str, str], images: ImageCache) -> Iterator[BuilderItem]:
         for index, record in ordered:
             record_id = str(record.get("qid", index)) if isinstance(record, dict) else str(index)
             try:

@@ -104,26 +104,64 @@ class ImageCache:
     """Reads each image once per build: VQA sources ask many questions per image.
 
     Bounded (least recently used out), so a source with a million images does
-    not keep them all in memory.
+    not keep them all in memory. ``check_files``: a hit is taken only while the
+    file's size, times and inode are the ones it was read with (for a cache that
+    outlives one build: :func:`unit_image_cache`).
     """
 
-    def __init__(self, raw: Path, max_items: int = 1024):
+    def __init__(self, raw: Path, max_items: int = 1024, check_files: bool = False):
         self.raw = raw
         self.max_items = max_items
-        self._cache: OrderedDict[str, EncodedImage | MediaError] = OrderedDict()
+        self.check_files = check_files
+        self._cache: OrderedDict[str, tuple[tuple | None, EncodedImage | MediaError]] = OrderedDict()
+
+    def _signature(self, relative: str) -> tuple | None:
+        if not self.check_files:
+            return None
+        try:
+            st = resolve_inside(self.raw, relative).stat()
+        except (MediaError, OSError):
+            return None
+        return (st.st_size, st.st_mtime_ns, st.st_ctime_ns, st.st_ino)
 
     def get(self, relative: str) -> EncodedImage:
-        hit = self._cache.get(relative)
-        if hit is None:
+        signature = self._signature(relative)
+        entry = self._cache.get(relative)
+        if entry is None or entry[0] != signature:
             try:
                 hit = read_image(self.raw, relative)
             except MediaError as err:
                 hit = err
-            self._cache[relative] = hit
+            self._cache[relative] = (signature, hit)
+            self._cache.move_to_end(relative)
             if len(self._cache) > self.max_items:
                 self._cache.popitem(last=False)
         else:
+            hit = entry[1]
             self._cache.move_to_end(relative)
         if isinstance(hit, MediaError):
             raise hit
         return hit
+
+
+_UNIT_CACHES: OrderedDict[tuple[str, int], ImageCache] = OrderedDict()
+_UNIT_CACHE_FOLDERS = 4  # image folders kept at once by one process (a long-lived Ray worker sees many builds)
+
+
+def unit_image_cache(raw: Path, max_items: int = 1024) -> ImageCache:
+    """This process's cache for the images under ``raw``, kept across work units.
+
+    A worker given many units of one source (64 VQA-RAD questions each) decodes
+    each image once instead of once a unit: with a fresh cache a unit, the
+    questions' 315 images were fully decoded about 11,000 times in a 17,984-row
+    build, and 2 workers ran at a fifth of one process. Hits are checked against
+    the file (``check_files``), so a worker that outlives a build never serves
+    an image that changed since."""
+    key = (str(Path(raw).resolve()), max_items)
+    cache = _UNIT_CACHES.get(key)
+    if cache is None:
+        cache = _UNIT_CACHES[key] = ImageCache(raw, max_items, check_files=True)
+        if len(_UNIT_CACHES) > _UNIT_CACHE_FOLDERS:
+            _UNIT_CACHES.popitem(last=False)
+    _UNIT_CACHES.move_to_end(key)
+    return cache
