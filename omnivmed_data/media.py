@@ -145,7 +145,9 @@ class ImageCache:
 
 
 _UNIT_CACHES: OrderedDict[tuple[str, int], ImageCache] = OrderedDict()
-_UNIT_CACHE_FOLDERS = 4  # image folders kept at once by one process (a long-lived Ray worker sees many builds)
+# Image folders one process keeps at once: a worker builds one source at a time, and a long-lived Ray worker
+# moves on to the next source's folder; 2 x 1024 images of about 100 KB bound what it holds.
+_UNIT_CACHE_FOLDERS = 2
 
 
 def unit_image_cache(raw: Path, max_items: int = 1024) -> ImageCache:

@@ -69,3 +69,14 @@ def test_a_build_cache_is_bounded_and_least_recently_used_goes_first(tmp_path, r
     for name in ("a.jpg", "b.jpg", "a.jpg", "c.jpg", "a.jpg", "b.jpg"):
         cache.get(name)
     assert reads == ["a.jpg", "b.jpg", "c.jpg", "b.jpg"]  # b was the least recent when c came in
+
+
+def test_a_process_keeps_the_unit_caches_of_two_folders_at_most(tmp_path, reads):
+    folders = [tmp_path / name for name in ("vqa_rad", "slake", "pathvqa")]
+    for folder in folders:
+        folder.mkdir()
+        (folder / "a.jpg").write_bytes(_jpeg(50))
+        unit_image_cache(folder).get("a.jpg")
+    unit_image_cache(folders[2]).get("a.jpg")  # the newest folder is still held
+    unit_image_cache(folders[0]).get("a.jpg")  # the oldest was let go: read again
+    assert reads == ["a.jpg"] * 4
