@@ -19,7 +19,7 @@ from tqdm import tqdm
 from omnivmed.builders import builder_class
 from omnivmed.builders.surgical import CaptionWindow, SurgicalVqaBuilder
 from omnivmed.data.caption_windows import WINDOW_SCHEMA, WINDOWS_NAME, WINDOWS_SUMMARY_NAME
-from omnivmed.data.fileio import atomic_write_bytes, sha256_file, temporary_name
+from omnivmed.data.fileio import atomic_write_bytes, remove_temporaries, sha256_file, temporary_name
 from omnivmed.data.manifest import SourceCard
 from omnivmed.data.output import REJECTS_NAME, Reject, reject_counts, write_rejects
 from omnivmed.rejection_sampling.outputs import unknown_source
@@ -58,24 +58,30 @@ def write_caption_inputs(
     raw, out = Path(raw), Path(out)
     builder.check_layout(raw)
     out.mkdir(parents=True, exist_ok=True)
+    # A run killed while writing left its temporaries; the caller holds the folder's lock (output_lock).
+    remove_temporaries(out, (WINDOWS_NAME, WINDOWS_SUMMARY_NAME, REJECTS_NAME))
     final = out / WINDOWS_NAME
     tmp = temporary_name(final)
     rejects: list[Reject] = []
     count = 0
     batch: list[dict] = []
-    with pa.OSFile(str(tmp), "wb") as sink, pa.ipc.new_stream(sink, WINDOW_SCHEMA) as writer:
-        items = builder.windows(raw, out, step) if windows is None else windows
-        for item in tqdm(items, desc=f"windows {builder.info.name}", unit="win", disable=not progress):
-            if isinstance(item, Reject):
-                rejects.append(item)
-                continue
-            batch.append(_row(builder.info.name, item))
-            count += 1
-            if len(batch) == 32:
+    try:
+        with pa.OSFile(str(tmp), "wb") as sink, pa.ipc.new_stream(sink, WINDOW_SCHEMA) as writer:
+            items = builder.windows(raw, out, step) if windows is None else windows
+            for item in tqdm(items, desc=f"windows {builder.info.name}", unit="win", disable=not progress):
+                if isinstance(item, Reject):
+                    rejects.append(item)
+                    continue
+                batch.append(_row(builder.info.name, item))
+                count += 1
+                if len(batch) == 32:
+                    writer.write_batch(pa.RecordBatch.from_pylist(batch, schema=WINDOW_SCHEMA))
+                    batch = []
+            if batch:
                 writer.write_batch(pa.RecordBatch.from_pylist(batch, schema=WINDOW_SCHEMA))
-                batch = []
-        if batch:
-            writer.write_batch(pa.RecordBatch.from_pylist(batch, schema=WINDOW_SCHEMA))
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
     tmp.replace(final)
     reasons = reject_counts(rejects)
     write_rejects(out / REJECTS_NAME, rejects)

@@ -2,15 +2,17 @@
 
 from __future__ import annotations
 
+import glob
 import hashlib
 import json
 import os
+import re
 import secrets
 import sys
 import threading
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Iterator
+from typing import Iterable, Iterator
 
 _CHUNK = 4 << 20
 
@@ -96,6 +98,24 @@ def temporary_name(path: Path) -> Path:
     recognises what a crashed run left.
     """
     return path.with_name(f".{path.name}.{os.getpid()}-{secrets.token_hex(4)}.tmp")
+
+
+# What temporary_name gives: ".<name>.<pid>-<8 hex>.tmp".
+_TEMPORARY = re.compile(r"\..+\.[0-9]+-[0-9a-f]{8}\.tmp")
+
+
+def remove_temporaries(folder: Path, names: Iterable[str] | None = None) -> None:
+    """Delete the :func:`temporary_name` files under ``folder`` (not below it) that killed runs left: those of
+    ``names``, or with ``names`` None every file named the way :func:`temporary_name` names them.
+
+    Only while holding the folder's lock: a live writer's temporaries look the same."""
+    folder = Path(folder)
+    if names is None:
+        stale = [p for p in folder.glob(".*.tmp") if _TEMPORARY.fullmatch(p.name)] if folder.is_dir() else []
+    else:
+        stale = [p for name in names for p in folder.glob(f".{glob.escape(name)}.*.tmp")]
+    for tmp in stale:
+        tmp.unlink(missing_ok=True)
 
 
 def atomic_write_bytes(path: Path, data: bytes) -> None:

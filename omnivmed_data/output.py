@@ -33,7 +33,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Iterable
 
-from omnivmed.data.fileio import FolderBusy, atomic_write_bytes, folder_lock
+from omnivmed.data.fileio import FolderBusy, atomic_write_bytes, folder_lock, remove_temporaries
 from omnivmed.data.manifest import COUNT_AXES, Manifest, ShardInfo, SourceCard
 from omnivmed.data.schema import Sample
 from omnivmed.data.shards import DEFAULT_MAX_SHARD_BYTES, ShardWriter
@@ -80,9 +80,10 @@ def clear_previous_outputs(out: Path) -> None:
     if not out.is_dir():
         return
     (out / MANIFEST_NAME).unlink(missing_ok=True)
-    for name in (MANIFEST_NAME, REJECTS_NAME):
-        for tmp in out.glob(f".{name}*.tmp"):  # a killed run's atomic-write temporaries
-            tmp.unlink(missing_ok=True)
+    # A killed run's atomic-write temporaries: manifest, rejects, the data card and its figures (datacard.FIGURES_DIR;
+    # not imported: it would pull the card's modules into every command's start-up).
+    for folder in (out, out / "figures"):
+        remove_temporaries(folder)
     for split_dir in sorted(out.iterdir()):
         if split_dir.is_dir() and (any(split_dir.glob("*.arrow")) or any(split_dir.glob(".*.arrow*.tmp"))):
             shutil.rmtree(split_dir)

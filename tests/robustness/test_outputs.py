@@ -52,6 +52,21 @@ def built(tmp_path):
     return raw, out
 
 
+def test_a_new_writer_removes_what_a_killed_run_was_writing_and_nothing_else(tmp_path):
+    out = tmp_path / "out"
+    (out / "figures").mkdir(parents=True)
+    stale = [temporary_name(out / name) for name in ("README.md", "stats.json", "manifest.json", "rejects.jsonl")]
+    stale.append(temporary_name(out / "figures" / "tokens.png"))
+    for path in stale:
+        path.write_bytes(b"half")
+    users = [out / "notes.tmp", out / ".draft.tmp", out / "figures" / ".mine.1-xyz.tmp"]  # not temporary_name's
+    for path in users:
+        path.write_bytes(b"mine")
+    with OutputWriter(out):
+        pass
+    assert not any(p.exists() for p in stale) and all(p.exists() for p in users)
+
+
 # -- the lock ---------------------------------------------------------------------------------
 
 
