@@ -59,7 +59,7 @@ def write_caption_inputs(
     builder.check_layout(raw)
     out.mkdir(parents=True, exist_ok=True)
     # A run killed while writing left its temporaries; the caller holds the folder's lock (output_lock).
-    remove_temporaries(out, (WINDOWS_NAME, WINDOWS_SUMMARY_NAME, REJECTS_NAME))
+    remove_temporaries(out)
     final = out / WINDOWS_NAME
     tmp = temporary_name(final)
     rejects: list[Reject] = []

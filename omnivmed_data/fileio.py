@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import glob
 import hashlib
 import json
 import os
@@ -12,7 +11,7 @@ import sys
 import threading
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Iterable, Iterator
+from typing import Iterator
 
 _CHUNK = 4 << 20
 
@@ -104,18 +103,14 @@ def temporary_name(path: Path) -> Path:
 _TEMPORARY = re.compile(r"\..+\.[0-9]+-[0-9a-f]{8}\.tmp")
 
 
-def remove_temporaries(folder: Path, names: Iterable[str] | None = None) -> None:
-    """Delete the :func:`temporary_name` files under ``folder`` (not below it) that killed runs left: those of
-    ``names``, or with ``names`` None every file named the way :func:`temporary_name` names them.
-
-    Only while holding the folder's lock: a live writer's temporaries look the same."""
+def remove_temporaries(folder: Path) -> None:
+    """Delete the :func:`temporary_name` files directly in ``folder``: what killed runs left (no other name
+    is touched). Only while holding the folder's lock: a live writer's temporaries look the same."""
     folder = Path(folder)
-    if names is None:
-        stale = [p for p in folder.glob(".*.tmp") if _TEMPORARY.fullmatch(p.name)] if folder.is_dir() else []
-    else:
-        stale = [p for name in names for p in folder.glob(f".{glob.escape(name)}.*.tmp")]
-    for tmp in stale:
-        tmp.unlink(missing_ok=True)
+    if folder.is_dir():
+        for tmp in folder.glob(".*.tmp"):
+            if _TEMPORARY.fullmatch(tmp.name):
+                tmp.unlink(missing_ok=True)
 
 
 def atomic_write_bytes(path: Path, data: bytes) -> None:

@@ -293,21 +293,12 @@ def read_drawn(unit: ShardDraw) -> list[pa.RecordBatch]:
     return list(_drawn_batches(unit))
 
 
-def _drawn_rows(plan: EntryPlan) -> Iterator[dict]:
-    """The drawn rows of one entry, in shard and row order, one batch in memory at a time."""
-    for unit in shard_draws(plan):
-        for taken in _drawn_batches(unit):
-            yield from taken.to_pylist()
-
-
 def _plan_rows(plan: MixPlan, map_units: UnitMapper | None) -> Iterator[dict]:
-    """Every drawn row in recipe order: read here, or by ``map_units`` one shard at a time."""
-    if map_units is None:
-        for entry in plan.entries:
-            yield from _drawn_rows(entry)
-        return
+    """Every drawn row in recipe order, read one shard at a time: here (lazily, one input batch in memory at
+    a time) or by ``map_units``."""
     units = [unit for entry in plan.entries for unit in shard_draws(entry)]
-    for batches in map_units(read_drawn, units):
+    per_unit = (_drawn_batches(unit) for unit in units) if map_units is None else map_units(read_drawn, units)
+    for batches in per_unit:
         for batch in batches:
             yield from batch.to_pylist()
 

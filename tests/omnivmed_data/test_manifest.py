@@ -1,4 +1,5 @@
 import json
+from pathlib import Path
 
 import pyarrow as pa
 import pytest
@@ -28,14 +29,16 @@ def test_manifest_round_trips_and_is_typed(built):
     assert len(loaded.shards) >= 3
 
 
+def _changed_copy(path: Path, out: Path, **changes) -> Path:
+    """A copy of the manifest at ``path`` with ``changes`` set, written to ``out``."""
+    out.write_text(json.dumps({**json.loads(path.read_text()), **changes}))
+    return out
+
+
 def test_manifest_with_unknown_keys_is_refused(built, tmp_path):
     path, _ = built
-    data = json.loads(path.read_text())
-    data["surprise"] = 1
-    bad = tmp_path / "bad.json"
-    bad.write_text(json.dumps(data))
     with pytest.raises(ManifestError, match="surprise"):
-        Manifest.load(bad)
+        Manifest.load(_changed_copy(path, tmp_path / "bad.json", surprise=1))
 
 
 def test_verify_passes_on_untouched_shards(built):
@@ -167,12 +170,8 @@ def test_manifest_with_a_bad_digest_is_refused_in_one_line(built, tmp_path, dige
 
 def test_unknown_manifest_format_is_refused(built, tmp_path):
     path, _ = built
-    data = json.loads(path.read_text())
-    data["format"] = 3
-    bad = tmp_path / "future.json"
-    bad.write_text(json.dumps(data))
     with pytest.raises(ManifestError, match="format 3"):
-        Manifest.load(bad)
+        Manifest.load(_changed_copy(path, tmp_path / "future.json", format=3))
 
 
 def test_copying_a_shard_entry_through_the_old_sha256_attribute_keeps_its_algorithm(built):
