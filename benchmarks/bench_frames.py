@@ -1,6 +1,9 @@
-"""Bytes on disk against the distinct frame bytes: frames stored once per shard (schema 2).
+"""Bytes on disk against the distinct frame bytes: frames stored once per shard, or once per build.
 
-Two builds, each through the real builder and writer (``build_source``):
+Two sets, each built through the real builder and writer (``build_source``) in both
+frame layouts: ``per-shard`` (the default: self-contained shards, each distinct frame
+once per shard) and ``shared`` (``--frames shared``: each distinct frame once for the
+whole build, in a frame table the splits' shards reference):
 
 * **VQA-RAD**: the embedded ``data/vqa_rad`` (315 images, 2,244 questions: each
   image is asked about 7 times);
@@ -8,12 +11,12 @@ Two builds, each through the real builder and writer (``build_source``):
   with ``--questions`` questions per volume, as M3D-VQA asks about 5 per CT
   volume; every volume goes through the M3D preset (32 PNG slices of 256x256).
 
-Figures per build: the shards' bytes on disk; the frame bytes a row-per-copy
-layout (schema 1) stores (every row its own frames); the distinct frame bytes
-of each split (what self-contained split shards must hold at least); the
+Figures per build: the bytes on disk (shards and frame table); the frame bytes a
+row-per-copy layout (schema 1) stores (every row its own frames); the distinct frame
+bytes of each split (what self-contained split shards must hold at least); the
 distinct frame bytes of the whole set. Ratios: disk / distinct per split, and
-disk / distinct over the set (an image both in train and test is stored once
-per split, as each split's shards stand alone).
+disk / distinct over the set (per-shard: an image both in train and test is stored
+once per split, as each split's shards stand alone).
 
 Usage::
 
@@ -29,11 +32,10 @@ import sys
 import tempfile
 from pathlib import Path
 
-import pyarrow as pa
-
 from omnivmed.build import build_source
 from omnivmed.builders import get_builder
 from omnivmed.data.manifest import Manifest, shard_path
+from omnivmed.data.shards import open_shard
 
 ROOT = Path(__file__).resolve().parents[1]
 # For support.m3d_trees; only after the package is imported (tests/omnivmed would shadow it).
@@ -45,10 +47,11 @@ def measure(manifest_path: Path) -> dict:
     disk = per_copy = 0
     distinct_by_split: dict[str, dict[str, int]] = {}
     distinct_all: dict[str, int] = {}
+    disk += sum(f.bytes for f in manifest.frame_table)
     for shard in manifest.shards:
         path = shard_path(manifest_path, shard)
         disk += path.stat().st_size
-        table = pa.ipc.open_stream(pa.memory_map(str(path))).read_all()
+        table = open_shard(path)  # the rows' frames, from the frame table when the build has one
         for frames in table.column("frames").to_pylist():
             for frame in frames:
                 key = hashlib.blake2b(frame, digest_size=16).hexdigest()
@@ -97,12 +100,15 @@ def main(argv: list[str] | None = None) -> None:
     results = {}
     with tempfile.TemporaryDirectory() as tmp:
         tmp = Path(tmp)
-        built = build_source(get_builder("vqa_rad"), ROOT / "data" / "vqa_rad", tmp / "vqa_rad", progress=False, force=True)
-        results["vqa_rad"] = measure(built.manifest_path)
-        raw = make_m3d_vqa_tree(tmp / "m3d_raw", rows=m3d_vqa_rows(args.questions))
-        built = build_source(get_builder("m3d_vqa"), raw, tmp / "m3d_vqa", progress=False, force=True)
-        results["m3d_vqa_shaped"] = measure(built.manifest_path)
-    print("| set | rows | on disk | frames, one copy per row | distinct per split | distinct | disk / distinct per split | disk / distinct |")
+        raw = {"vqa_rad": ROOT / "data" / "vqa_rad", "m3d_vqa": make_m3d_vqa_tree(tmp / "m3d_raw", rows=m3d_vqa_rows(args.questions))}
+        for source, name in (("vqa_rad", "vqa_rad"), ("m3d_vqa", "m3d_vqa_shaped")):
+            for layout in ("per-shard", "shared"):
+                out = tmp / f"{source}-{layout}"
+                built = build_source(
+                    get_builder(source), raw[source], out, progress=False, force=True, shared_frames=layout == "shared"
+                )
+                results[f"{name} ({layout})"] = measure(built.manifest_path)
+    print("| set (frames) | rows | on disk | frames, one copy per row | distinct per split | distinct | disk / distinct per split | disk / distinct |")
     print("| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: |")
     for name, r in results.items():
         mib = lambda n: f"{n / 2**20:.2f} MiB"  # noqa: E731

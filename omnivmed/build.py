@@ -102,8 +102,10 @@ def input_checksums(builder: Builder, raw: Path) -> list[InputFile]:
     return inputs
 
 
-def _up_to_date(manifest_path: Path, inputs: list[InputFile], options: dict[str, str]) -> Manifest | None:
-    return load_intact_manifest(manifest_path, lambda m: m.inputs == inputs and m.options == options)
+def _up_to_date(manifest_path: Path, inputs: list[InputFile], options: dict[str, str], shared_frames: bool) -> Manifest | None:
+    return load_intact_manifest(
+        manifest_path, lambda m: m.inputs == inputs and m.options == options and bool(m.frame_table) == shared_frames
+    )
 
 
 def build_source(
@@ -117,8 +119,13 @@ def build_source(
     require_rows: bool = False,
     engine: str = "local",
     workers: int = 1,
+    shared_frames: bool = False,
 ) -> BuildResult:
     """Build ``raw`` with ``builder`` into ``out``. Raises LayoutError before any work.
+
+    ``shared_frames``: every distinct frame stored once for the whole output, in a frame table the
+    split shards reference (an image in train and test is stored once; see frame_table.py), instead
+    of once per self-contained shard.
 
     ``engine`` and ``workers`` choose where the builder's work runs
     (:mod:`omnivmed.engines`); the output is the same bytes for every choice.
@@ -134,18 +141,18 @@ def build_source(
     with output_lock(out):
         return _build_locked(
             builder, raw, out, max_shard_bytes=max_shard_bytes, force=force, progress=progress, require_rows=require_rows,
-            engine=engine, workers=workers,
+            engine=engine, workers=workers, shared_frames=shared_frames,
         )
 
 
 def _build_locked(
     builder: Builder, raw: Path, out: Path, *, max_shard_bytes: int, force: bool, progress: bool, require_rows: bool,
-    engine: str, workers: int,
+    engine: str, workers: int, shared_frames: bool,
 ) -> BuildResult:
     inputs = input_checksums(builder, raw)
     warnings = differences_from_published(builder, inputs)
     manifest_path = out / MANIFEST_NAME
-    if not force and (previous := _up_to_date(manifest_path, inputs, builder.recorded_options())) is not None:
+    if not force and (previous := _up_to_date(manifest_path, inputs, builder.recorded_options(), shared_frames)) is not None:
         return BuildResult(manifest_path, previous, reused=True, warnings=warnings)
 
     seen: set[str] = set()
@@ -158,7 +165,7 @@ def _build_locked(
         disable=not progress,
     )
     info = builder.info
-    with OutputWriter(out, max_shard_bytes=max_shard_bytes) as writer:
+    with OutputWriter(out, max_shard_bytes=max_shard_bytes, shared_frames=shared_frames) as writer:
         builder.begin(out)
         for item in ordered_items(builder, raw, engine=engine, workers=workers, progress=progress):
             bar.update(1)

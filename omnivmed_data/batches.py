@@ -15,17 +15,23 @@ from typing import Iterator
 
 import pyarrow as pa
 
-from omnivmed.data.schema import SCHEMA, SCHEMA_FINGERPRINT, schema_fingerprint_of
-from omnivmed.data.shards import ShardSchemaError
+from omnivmed.data.shards import MappedShard, ShardSchemaError, check_shard_schema
 
 
 def stream_batches(path: Path) -> Iterator[pa.RecordBatch]:
-    """A shard's record batches, read one at a time; refuses another schema (ShardSchemaError)."""
+    """A shard's record batches as SCHEMA rows, read one at a time; refuses another schema (ShardSchemaError).
+
+    A shard referencing a frame table gets each batch's frames from the (memory-mapped) table."""
+    path = Path(path)
     with pa.OSFile(str(path)) as source:
         try:
             reader = pa.ipc.open_stream(source)
         except pa.ArrowInvalid as err:
             raise ShardSchemaError(f"{path}: not an Arrow IPC stream ({err})") from None
-        if not reader.schema.equals(SCHEMA) and schema_fingerprint_of(reader.schema) != SCHEMA_FINGERPRINT:
-            raise ShardSchemaError(f"{path}: schema fingerprint is not this tool's {SCHEMA_FINGERPRINT[:12]}")
-        yield from reader
+        frame_table = check_shard_schema(path, reader.schema)
+        if frame_table is None:
+            yield from reader
+            return
+        mapped = MappedShard(path, None, frame_table)
+        for batch in reader:
+            yield mapped.resolve(batch)

@@ -14,7 +14,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from omnivmed.data.manifest import Manifest, shard_path
-from omnivmed.data.shards import open_shard
+from omnivmed.data.shards import map_shard
 
 QUESTION_ID_FIELD = "qid"  # the provenance field SLAKE's builder keeps; VQA-RAD's qid is the record_id itself
 MAX_SUGGESTIONS = 3
@@ -49,9 +49,10 @@ def find_sample(manifest_path: Path, key: str, *, question_id: bool = False, sou
     manifest_path = Path(manifest_path)
     manifest = Manifest.load(manifest_path)
     exact, prefixed = [], []
-    tables = {}
+    tables, mapped = {}, {}
     for info in manifest.shards:
-        table = tables[info.path] = open_shard(shard_path(manifest_path, info))  # memory-mapped, zero-copy
+        mapped[info.path] = map_shard(shard_path(manifest_path, info))  # memory-mapped, zero-copy
+        table = tables[info.path] = mapped[info.path].table
         keep = None if source is None else pc.equal(table.column("source"), source)
         if question_id:
             rows = _question_rows(table, key)
@@ -72,7 +73,8 @@ def find_sample(manifest_path: Path, key: str, *, question_id: bool = False, sou
         listed = ", ".join(f"{tables[p].column('id')[i].as_py()} ({tables[p].column('source')[i].as_py()})" for p, i in hits[:5])
         raise SampleNotFound(f"{where}: {len(hits)} samples match {what}: {listed}; give a sample id or --source")
     path, index = hits[0]
-    row = tables[path].slice(index, 1).to_pylist()[0]  # the only row turned into Python objects
+    # The only row turned into Python objects (and whose frames are read, from a frame table if it has one).
+    row = mapped[path].resolve_table(tables[path].slice(index, 1)).to_pylist()[0]
     return FoundSample(row, path, index)
 
 

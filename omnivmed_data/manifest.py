@@ -21,8 +21,11 @@ from omnivmed.data.fileio import atomic_write_bytes, file_digest, split_digest
 from omnivmed.data.schema import SCHEMA_FINGERPRINT, SCHEMA_VERSION, schema_fingerprint_of
 
 # 2: shards carry "digest" ("blake3:<hex>") instead of "sha256". Format 1 still loads and verifies.
+# 3: the output has a frame table (``frame_table``: frames shared by the splits' shards); written only then,
+#    so a tool that cannot resolve frame refs refuses the manifest instead of misreading its shards.
 MANIFEST_FORMAT = 2
-READABLE_FORMATS = (1, 2)
+SHARED_FRAMES_FORMAT = 3
+READABLE_FORMATS = (1, 2, 3)
 COUNT_AXES: tuple[str, ...] = ("source", "split", "task", "modality", "visual_kind")
 
 
@@ -53,6 +56,19 @@ class ShardInfo:
         """Deprecated alias of :attr:`digest` (the algorithm-prefixed digest, whatever the algorithm),
         kept so code that copies shard entries (``ShardInfo(..., s.sha256)``) stays exact."""
         return self.digest
+
+
+@dataclass(frozen=True)
+class FrameFile:
+    """One file of a frame table (frame_table.py): the frames the split shards reference."""
+
+    path: str  # relative to the manifest's folder, POSIX separators
+    frames: int
+    bytes: int
+    digest: str
+
+    def __post_init__(self):
+        split_digest(self.digest)
 
 
 @dataclass(frozen=True)
@@ -91,13 +107,20 @@ class Manifest:
     recipe_sha256: str | None = None
     seed: int | None = None
     format: int = MANIFEST_FORMAT
+    # The frame table's files, when the shards share one (``--frames shared``); the key is written only then.
+    frame_table: list[FrameFile] = field(default_factory=list)
 
     @property
     def rows(self) -> int:
         return sum(s.rows for s in self.shards)
 
     def to_json(self) -> str:
-        return json.dumps(asdict(self), indent=2, sort_keys=True, ensure_ascii=False) + "\n"
+        data = asdict(self)
+        if self.frame_table:
+            data["format"] = SHARED_FRAMES_FORMAT
+        else:
+            del data["frame_table"]  # manifests without one keep format 2, byte for byte
+        return json.dumps(data, indent=2, sort_keys=True, ensure_ascii=False) + "\n"
 
     def save(self, path: Path) -> None:
         atomic_write_bytes(Path(path), self.to_json().encode())
@@ -120,6 +143,7 @@ class Manifest:
                     "shards": [_shard_from_dict(s) for s in data.get("shards", [])],
                     "sources": [SourceCard(**s) for s in data.get("sources", [])],
                     "inputs": [InputFile(**i) for i in data.get("inputs", [])],
+                    "frame_table": [FrameFile(**f) for f in data.get("frame_table", [])],
                 }
             )
         except (TypeError, ValueError) as err:
@@ -166,34 +190,77 @@ def verify_manifest(manifest_path: Path, manifest: Manifest | None = None) -> li
             f"(schema {manifest.schema_version}) does not match this tool's {SCHEMA_FINGERPRINT[:12]} "
             f"(schema {SCHEMA_VERSION})"
         )
+    tables_intact = True
+    for frame_file in manifest.frame_table:
+        problem = _file_problem(Path(manifest_path).parent / frame_file.path, frame_file.path, frame_file.bytes, frame_file.digest)
+        if problem:
+            problems.append(problem)
+            tables_intact = False
     for shard in manifest.shards:
         path = shard_path(manifest_path, shard)
-        if not path.is_file():
-            problems.append(f"{shard.path}: missing")
+        problem = _file_problem(path, shard.path, shard.bytes, shard.digest)
+        if problem:
+            problems.append(problem)
             continue
-        size = path.stat().st_size
-        if size != shard.bytes:
-            problems.append(f"{shard.path}: {size} bytes, manifest says {shard.bytes}")
-            continue
-        algorithm, expected = split_digest(shard.digest)
-        found = file_digest(path, algorithm).partition(":")[2]
-        if found != expected:
-            problems.append(f"{shard.path}: {algorithm} {found[:12]}..., manifest says {expected[:12]}...")
-            continue
-        problems.extend(_check_shard_contents(path, shard, manifest.schema_fingerprint))
+        problems.extend(_check_shard_contents(path, shard, manifest, check_refs=tables_intact))
     return problems
 
 
-def _check_shard_contents(path: Path, shard: ShardInfo, expected_fingerprint: str) -> list[str]:
+def _file_problem(path: Path, name: str, size: int, digest: str) -> str | None:
+    """Present, of the recorded size and digest (with the algorithm the manifest names)?"""
+    if not path.is_file():
+        return f"{name}: missing"
+    found_size = path.stat().st_size
+    if found_size != size:
+        return f"{name}: {found_size} bytes, manifest says {size}"
+    algorithm, expected = split_digest(digest)
+    found = file_digest(path, algorithm).partition(":")[2]
+    if found != expected:
+        return f"{name}: {algorithm} {found[:12]}..., manifest says {expected[:12]}..."
+    return None
+
+
+def _check_shard_contents(path: Path, shard: ShardInfo, manifest: Manifest, *, check_refs: bool) -> list[str]:
+    import pyarrow.compute as pc
+
+    from omnivmed.data.frame_table import (
+        REFERENCING_FINGERPRINT,
+        FrameTableError,
+        is_referencing,
+        open_frame_table,
+        table_folder,
+    )
+
+    expected_fingerprint = manifest.schema_fingerprint
+    highest = -1
     try:
         with pa.memory_map(str(path)) as source:
             reader = pa.ipc.open_stream(source)
+            referencing = is_referencing(reader.schema)
             found = schema_fingerprint_of(reader.schema)
-            rows = sum(batch.num_rows for batch in reader)
+            rows = 0
+            for batch in reader:
+                rows += batch.num_rows
+                if referencing and batch.num_rows:
+                    top = pc.max(batch.column("frame_refs").flatten()).as_py()
+                    highest = max(highest, -1 if top is None else top)
     except (pa.ArrowInvalid, OSError) as err:
         return [f"{shard.path}: not a readable Arrow IPC stream ({err})"]
     problems = []
-    if found != expected_fingerprint:
+    if referencing:
+        if not manifest.frame_table:
+            problems.append(f"{shard.path}: references a frame table the manifest does not list")
+        if found != REFERENCING_FINGERPRINT or expected_fingerprint != SCHEMA_FINGERPRINT:
+            problems.append(f"{shard.path}: schema fingerprint {found[:12]} is not this tool's frame-referencing schema")
+        elif check_refs:
+            try:
+                frames = len(open_frame_table(table_folder(path, reader.schema)))
+            except (FrameTableError, OSError) as err:
+                problems.append(f"{shard.path}: {err}")
+            else:
+                if highest >= frames:
+                    problems.append(f"{shard.path}: frame ref {highest} past its frame table's {frames:,} frames")
+    elif found != expected_fingerprint:
         problems.append(f"{shard.path}: schema fingerprint {found[:12]} does not match manifest {expected_fingerprint[:12]}")
     if rows != shard.rows:
         problems.append(f"{shard.path}: {rows} rows, manifest says {shard.rows}")

@@ -8,6 +8,7 @@ Every stage that produces Samples (build, mix, caption) writes through
   manifest.json               written last: its presence means the folder is complete
   rejects.jsonl               one JSON line per input kept out, when the stage has rejects
   <split>/<split>-NNNNN.arrow the shards (see shards.py)
+  frame-table/frames-NNNNN.arrow  with shared_frames: each distinct frame once, which the shards reference
 ```
 
 Opening a writer takes the folder's lock (:func:`~omnivmed.data.fileio.folder_lock`:
@@ -96,7 +97,7 @@ class OutputWriter:
     completed shards, removes the temporaries and writes no manifest.
     """
 
-    def __init__(self, out: Path, *, max_shard_bytes: int = DEFAULT_MAX_SHARD_BYTES):
+    def __init__(self, out: Path, *, max_shard_bytes: int = DEFAULT_MAX_SHARD_BYTES, shared_frames: bool = False):
         self.out = Path(out)
         if self.out.exists() and not self.out.is_dir():
             raise NotADirectoryError(f"{self.out}: is a file, not a folder; choose a folder for --out")
@@ -108,7 +109,7 @@ class OutputWriter:
             self._lock.close()
             raise
         self.counts: dict[str, Counter] = {axis: Counter() for axis in COUNT_AXES}
-        self._shards = ShardWriter(self.out, max_shard_bytes=max_shard_bytes)
+        self._shards = ShardWriter(self.out, max_shard_bytes=max_shard_bytes, shared_frames=shared_frames)
         self._closed: list[ShardInfo] | None = None
 
     def __enter__(self) -> "OutputWriter":
@@ -145,6 +146,7 @@ class OutputWriter:
     def finish(self, manifest: Manifest, rejects: list[Reject] | None = None) -> Manifest:
         """Fill ``manifest``'s shards and counts, write ``rejects.jsonl`` (when given), then the manifest."""
         manifest.shards = self.close_shards()
+        manifest.frame_table = list(self._shards.frame_files)
         manifest.counts = {axis: dict(sorted(c.items())) for axis, c in self.counts.items()}
         if rejects is not None:
             manifest.rejects = reject_counts(rejects)

@@ -15,10 +15,15 @@ Frames are stored once per shard (schema 2): the ``frames`` column is
 distinct frames. Every reader decodes it to plain bytes: pyarrow
 (``to_pylist``), polars (``List(Binary)``) and ``datasets``
 (``List(Value("binary"))``).
+
+With ``shared_frames`` the writer stores each distinct frame once for the whole
+output folder instead, in a frame table the split shards reference
+(frame_table.py); this module's readers resolve the references.
 """
 
 from __future__ import annotations
 
+import hashlib
 import os
 import threading
 from dataclasses import dataclass, field
@@ -28,7 +33,17 @@ from typing import Iterator
 import pyarrow as pa
 
 from omnivmed.data.fileio import SHARD_HASH, file_digest, fsync_dir, temporary_name
-from omnivmed.data.manifest import ShardInfo
+from omnivmed.data.frame_table import (
+    FRAME_TABLE_DIR,
+    FRAME_TABLE_SCHEMA,
+    REFERENCING_FINGERPRINT,
+    FrameTableError,
+    is_referencing,
+    open_frame_table,
+    referencing_schema,
+    table_folder,
+)
+from omnivmed.data.manifest import FrameFile, ShardInfo
 from omnivmed.data.schema import SCHEMA, SCHEMA_FINGERPRINT, Sample, schema_fingerprint_of
 
 DEFAULT_MAX_SHARD_BYTES = 512 << 20
@@ -140,6 +155,7 @@ class ShardWriter:
         *,
         max_shard_bytes: int = DEFAULT_MAX_SHARD_BYTES,
         batch_rows: int = DEFAULT_BATCH_ROWS,
+        shared_frames: bool = False,
     ):
         self.out_dir = Path(out_dir)
         self.max_shard_bytes = max_shard_bytes
@@ -147,6 +163,9 @@ class ShardWriter:
         self._streams: dict[str, _SplitStream] = {}
         self._finished: list[ShardInfo] = []
         self._writing: Path | None = None
+        self._table = _FrameTableWriter(self, max_shard_bytes) if shared_frames else None
+        self._schema = referencing_schema() if shared_frames else SCHEMA
+        self.frame_files: list[FrameFile] = []  # the frame table's files, once closed (shared_frames)
 
     def __enter__(self) -> "ShardWriter":
         return self
@@ -166,14 +185,18 @@ class ShardWriter:
         if stream is None:
             stream = self._streams[row["split"]] = _SplitStream(row["split"])
         shard = stream.shard
-        positions = []
-        for frame in row["frames"]:
-            position = shard.index.get(frame)
-            if position is None:
-                position = shard.index[frame] = len(shard.frames)
-                shard.frames.append(frame)
-                shard.size += len(frame)
-            positions.append(position)
+        if self._table is not None:
+            positions = [self._table.add(frame) for frame in row["frames"]]
+            shard.size += 8 * len(positions)
+        else:
+            positions = []
+            for frame in row["frames"]:
+                position = shard.index.get(frame)
+                if position is None:
+                    position = shard.index[frame] = len(shard.frames)
+                    shard.frames.append(frame)
+                    shard.size += len(frame)
+                positions.append(position)
         rest = {k: v for k, v in row.items() if k != "frames"}
         shard.rows.append(rest)
         shard.positions.append(positions)
@@ -185,6 +208,8 @@ class ShardWriter:
         for split in sorted(self._streams):
             self._finish_shard(self._streams[split])
         self._streams.clear()
+        if self._table is not None:
+            self.frame_files = self._table.close()
         return sorted(self._finished, key=lambda s: s.path)
 
     def abort(self) -> None:
@@ -201,26 +226,43 @@ class ShardWriter:
             for p in positions:
                 flat.extend(p)
                 offsets.append(len(flat))
-            frames = pa.ListArray.from_arrays(
-                pa.array(offsets, pa.int32()), pa.DictionaryArray.from_arrays(pa.array(flat, pa.int32()), dictionary)
-            )
+            if self._table is not None:  # positions are refs into the frame table
+                values = pa.array(flat, pa.int64())
+            else:
+                values = pa.DictionaryArray.from_arrays(pa.array(flat, pa.int32()), dictionary)
+            frames = pa.ListArray.from_arrays(pa.array(offsets, pa.int32()), values)
             rest = pa.RecordBatch.from_pylist(rows, schema=_NO_FRAMES)
             columns = list(rest.columns)
             columns.insert(_FRAMES_AT, frames)
-            yield pa.RecordBatch.from_arrays(columns, schema=SCHEMA)
+            yield pa.RecordBatch.from_arrays(columns, schema=self._schema)
 
     def _finish_shard(self, stream: _SplitStream) -> None:
         shard = stream.shard
         if not shard.rows:
             return
         final = self.out_dir / stream.split / f"{stream.split}-{stream.index:05d}.arrow"
+        size, digest = self._write_file(final, self._schema, self._batches(shard))
+        self._finished.append(
+            ShardInfo(
+                path=final.relative_to(self.out_dir).as_posix(),
+                split=stream.split,
+                rows=len(shard.rows),
+                bytes=size,
+                digest=digest,
+            )
+        )
+        stream.shard = _PendingShard()
+        stream.index += 1
+
+    def _write_file(self, final: Path, schema: pa.Schema, batches: Iterator[pa.RecordBatch]) -> tuple[int, str]:
+        """One IPC stream file, atomically: its size and digest."""
         final.parent.mkdir(parents=True, exist_ok=True)
         tmp = temporary_name(final)
         self._writing = tmp
         sink = _ShardFile(tmp)
         try:
-            with pa.ipc.new_stream(sink.native, SCHEMA) as writer:
-                for batch in self._batches(shard):
+            with pa.ipc.new_stream(sink.native, schema) as writer:
+                for batch in batches:
                     writer.write_batch(batch)
             digest = sink.finish()
         except BaseException:
@@ -230,34 +272,118 @@ class ShardWriter:
         os.replace(tmp, final)
         self._writing = None
         fsync_dir(final.parent)
-        self._finished.append(
-            ShardInfo(
-                path=final.relative_to(self.out_dir).as_posix(),
-                split=stream.split,
-                rows=len(shard.rows),
-                bytes=sink.size,
-                digest=digest,
-            )
+        return sink.size, digest
+
+
+class _FrameTableWriter:
+    """The frame table of a ``shared_frames`` writer: each distinct frame once, numbered in first-seen order.
+
+    Frames are known by a 16-byte BLAKE2b digest, so the index holds digests, not frames (an M3D build's
+    distinct slices are tens of GB). A file is written whenever the frames gathered reach
+    ``max_bytes``, and the last one on close.
+    """
+
+    BATCH_FRAMES = 64
+
+    def __init__(self, shards: ShardWriter, max_bytes: int):
+        self._shards = shards
+        self._max_bytes = max_bytes
+        self._index: dict[bytes, int] = {}
+        self._pending: list[bytes] = []
+        self._pending_bytes = 0
+        self._files: list[FrameFile] = []
+
+    def add(self, frame: bytes) -> int:
+        key = hashlib.blake2b(frame, digest_size=16).digest()
+        position = self._index.get(key)
+        if position is None:
+            position = self._index[key] = len(self._index)
+            self._pending.append(frame)
+            self._pending_bytes += len(frame)
+            if self._pending_bytes >= self._max_bytes:
+                self._flush()
+        return position
+
+    def close(self) -> list[FrameFile]:
+        self._flush()
+        return list(self._files)
+
+    def _flush(self) -> None:
+        if not self._pending:
+            return
+        final = self._shards.out_dir / FRAME_TABLE_DIR / f"frames-{len(self._files):05d}.arrow"
+        pending = self._pending
+        batches = (
+            pa.RecordBatch.from_arrays([pa.array(pending[i : i + self.BATCH_FRAMES], pa.binary())], schema=FRAME_TABLE_SCHEMA)
+            for i in range(0, len(pending), self.BATCH_FRAMES)
         )
-        stream.shard = _PendingShard()
-        stream.index += 1
+        size, digest = self._shards._write_file(final, FRAME_TABLE_SCHEMA, batches)
+        self._files.append(FrameFile(final.relative_to(self._shards.out_dir).as_posix(), len(pending), size, digest))
+        self._pending, self._pending_bytes = [], 0
 
 
-def open_shard(path: Path) -> pa.Table:
-    """Memory-map a shard as a zero-copy Table; refuse another schema."""
+@dataclass
+class MappedShard:
+    """A shard memory-mapped as it is on disk, and the way from its batches to the schema's rows.
+
+    ``table`` holds the file's own columns (zero-copy): for a shard referencing a frame table, its
+    frames are refs until :meth:`resolve` turns a batch (or a slice) into SCHEMA rows. Use it to read
+    a few columns of every row, or some rows' frames, without copying a whole shard's frames.
+    """
+
+    path: Path
+    table: pa.Table
+    frame_table: object = None  # FrameTable, for a referencing shard
+
+    def resolve(self, batch: pa.RecordBatch) -> pa.RecordBatch:
+        if self.frame_table is None:
+            return batch
+        try:
+            return self.frame_table.resolve(batch, self.path)
+        except FrameTableError as err:
+            raise ShardSchemaError(str(err)) from None
+
+    def resolve_table(self, table: pa.Table) -> pa.Table:
+        if self.frame_table is None:
+            return table
+        return pa.Table.from_batches([self.resolve(b) for b in table.to_batches()], schema=SCHEMA)
+
+
+def check_shard_schema(path: Path, schema: pa.Schema):
+    """The frame table a shard of ``schema`` references (None for a self-contained shard); ShardSchemaError
+    for a schema that is neither this tool's nor its referencing form."""
+    # Fast path: an exact schema match (C++ comparison) needs no fingerprint text.
+    if schema.equals(SCHEMA):
+        return None
+    found = schema_fingerprint_of(schema)
+    if is_referencing(schema) and found == REFERENCING_FINGERPRINT:
+        try:
+            return open_frame_table(table_folder(path, schema))
+        except (FrameTableError, OSError) as err:
+            raise ShardSchemaError(f"{path}: {err}") from None
+    if found != SCHEMA_FINGERPRINT:
+        raise ShardSchemaError(f"{path}: schema fingerprint {found[:12]} is not this tool's {SCHEMA_FINGERPRINT[:12]}")
+    return None
+
+
+def map_shard(path: Path) -> MappedShard:
+    """Memory-map a shard as it is on disk (zero-copy); refuse another schema."""
     path = Path(path)
     try:
         with pa.memory_map(str(path)) as source:
             table = pa.ipc.open_stream(source).read_all()
     except pa.ArrowInvalid as err:
         raise ShardSchemaError(f"{path}: not an Arrow IPC stream ({err})") from None
-    # Fast path: an exact schema match (C++ comparison) needs no fingerprint text.
-    if table.schema.equals(SCHEMA):
-        return table
-    found = schema_fingerprint_of(table.schema)
-    if found != SCHEMA_FINGERPRINT:
-        raise ShardSchemaError(f"{path}: schema fingerprint {found[:12]} is not this tool's {SCHEMA_FINGERPRINT[:12]}")
-    return table
+    return MappedShard(path, table, check_shard_schema(path, table.schema))
+
+
+def open_shard(path: Path) -> pa.Table:
+    """Memory-map a shard as a Table of SCHEMA rows; refuse another schema.
+
+    Zero-copy for a self-contained shard; a shard referencing a frame table gets its frames copied out
+    of the table (use :func:`map_shard` to resolve only the batches needed)."""
+    mapped = map_shard(path)
+    return mapped.resolve_table(mapped.table)
 
 
 def iter_batches(path: Path) -> Iterator[pa.RecordBatch]:

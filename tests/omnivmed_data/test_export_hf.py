@@ -239,3 +239,22 @@ def test_push_uploads_the_folder_through_hfapi(mixed, tmp_path, monkeypatch):
     monkeypatch.setattr(huggingface_hub, "HfApi", FailingApi)
     with pytest.raises(ExportError, match=r"--push me/omnivmed: upload failed \(RuntimeError: 403 Forbidden: no write access\)$"):
         push_export(out, "me/omnivmed")
+
+
+def test_a_shared_frames_build_exports_self_contained(tmp_path):
+    """Shards that reference a frame table export with their frames inline: the folder stands alone."""
+    from support.samples import samples
+
+    from omnivmed.data.output import OutputWriter
+
+    items = samples(6) + samples(3, split="test")  # test asks about train's first three images
+    with OutputWriter(tmp_path / "built", shared_frames=True) as writer:
+        for sample in items:
+            writer.write(sample)
+        writer.finish(Manifest(name="synthetic"))
+    out = export(tmp_path / "built" / "manifest.json", tmp_path / "hf")
+    assert not list(out.rglob("*.arrow"))
+    loaded = load(out, "default", tmp_path / "cache")
+    raw = {split: rows.cast_column("frames", datasets.List(datasets.Image(decode=False))) for split, rows in loaded.items()}
+    for split, want in (("train", items[:6]), ("test", items[6:])):
+        assert [[f["bytes"] for f in row["frames"]] for row in raw[split]] == [list(s.frames) for s in want]

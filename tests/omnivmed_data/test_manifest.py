@@ -170,8 +170,8 @@ def test_manifest_with_a_bad_digest_is_refused_in_one_line(built, tmp_path, dige
 
 def test_unknown_manifest_format_is_refused(built, tmp_path):
     path, _ = built
-    with pytest.raises(ManifestError, match="format 3"):
-        Manifest.load(_changed_copy(path, tmp_path / "future.json", format=3))
+    with pytest.raises(ManifestError, match="format 4"):
+        Manifest.load(_changed_copy(path, tmp_path / "future.json", format=4))
 
 
 def test_copying_a_shard_entry_through_the_old_sha256_attribute_keeps_its_algorithm(built):

@@ -218,3 +218,25 @@ def test_mixed_shards_load_with_datasets(tmp_path, staged):
     loaded = datasets.load_dataset("arrow", data_dir=str(tmp_path / "out"), cache_dir=str(tmp_path / "hf-cache"))
     assert loaded["train"].num_rows == 62
     assert json.loads(result.manifest_path.read_text())["name"] == "mixed"
+
+
+def test_a_staged_build_with_shared_frames_mixes_into_the_same_rows(tmp_path, staged):
+    """A source built with ``--frames shared`` (shards referencing a frame table) draws the same samples."""
+    from dataclasses import replace
+
+    from omnivmed.data.output import OutputWriter
+    from omnivmed.data.shards import open_shard
+
+    shared_root = tmp_path / "staged_shared"
+    for name in ("alpha", "beta"):
+        manifest = Manifest.load(staged / name / "manifest.json")
+        with OutputWriter(shared_root / name, shared_frames=True) as writer:
+            for shard in manifest.shards:
+                for row in open_shard(staged / name / shard.path).to_pylist():
+                    writer.write_row(row)
+            written = writer.finish(replace(manifest, shards=[], frame_table=[]))
+        assert written.frame_table and written.counts == manifest.counts
+    plain = mix(tmp_path, staged, out="plain")
+    shared = mix(tmp_path, shared_root, out="shared")
+    assert rows(plain.manifest_path) == rows(shared.manifest_path)
+    assert verify_manifest(shared.manifest_path) == []

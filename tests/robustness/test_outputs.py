@@ -124,6 +124,13 @@ def test_the_lock_is_reentrant_within_a_process_and_released_after(tmp_path):
     assert OutputBusy is FolderBusy
 
 
+def _lock_pid(out: Path) -> int | None:
+    try:
+        return json.loads((out / LOCK_NAME).read_text() or "{}").get("pid")
+    except (OSError, ValueError):
+        return None
+
+
 def test_cli_build_into_a_folder_another_build_writes_stops_and_the_first_finishes(tmp_path):
     """A real build paused (SIGSTOP) while it holds --out: a second build gets one line and exit 2."""
     raw = make_vqa_rad_subset(tmp_path / "raw", 120)
@@ -131,7 +138,9 @@ def test_cli_build_into_a_folder_another_build_writes_stops_and_the_first_finish
     first = subprocess.Popen([*CLI, "build", "vqa_rad", "--raw", str(raw), "--out", str(out), "--no-progress"],
                              stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     deadline = time.monotonic() + 60
-    while not (out / LOCK_NAME).exists() and first.poll() is None and time.monotonic() < deadline:
+    # Held once the file names the first build's PID: the file itself is created before the flock is taken,
+    # so a build paused between the two would not hold the folder yet.
+    while _lock_pid(out) != first.pid and first.poll() is None and time.monotonic() < deadline:
         time.sleep(0.002)
     if first.poll() is not None:
         pytest.skip("the first build finished before it could be paused")

@@ -19,7 +19,7 @@ import numpy as np
 
 from omnivmed.data.manifest import Manifest, ManifestError, shard_path, verify_manifest
 from omnivmed.data.schema import Sample
-from omnivmed.data.shards import ShardSchemaError, open_shard
+from omnivmed.data.shards import MappedShard, ShardSchemaError, map_shard
 from omnivmed.trainer.data.rows import BatchColumns, RowView
 
 
@@ -119,7 +119,7 @@ def index_shards(shards: list[Path], manifests: list[Manifest] = ()) -> SampleIn
     """Every row of ``shards`` (already verified, or not from a manifest: the loading benchmark's copies)."""
     columns: dict[str, list] = {"shard": [], "row": [], "source": [], "visual_kind": [], "task": []}
     for number, path in enumerate(shards):
-        table = _open(path).select(["source", "visual_kind", "task"])
+        table = _open(path).table.select(["source", "visual_kind", "task"])
         columns["shard"].append(np.full(table.num_rows, number, dtype=np.int32))
         columns["row"].append(np.arange(table.num_rows, dtype=np.int32))
         for name in ("source", "visual_kind", "task"):
@@ -130,9 +130,10 @@ def index_shards(shards: list[Path], manifests: list[Manifest] = ()) -> SampleIn
     )  # fmt: skip
 
 
-def _open(path: Path):
+def _open(path: Path) -> MappedShard:
+    """The shard memory-mapped as on disk (frames of a frame-table shard are resolved batch by batch)."""
     try:
-        return open_shard(path)
+        return map_shard(path)
     except (ShardSchemaError, OSError) as err:
         raise TrainDataError(f"{path}: {err}") from None
 
@@ -152,9 +153,10 @@ class ShardReader:
     def _locate(self, shard: int, row: int) -> tuple[tuple[list, list, list], int, int]:
         entry = self._batches.get(shard)
         if entry is None:
-            batches = _open(self.shards[shard]).to_batches()
-            starts = list(itertools.accumulate((b.num_rows for b in batches), initial=0))
-            entry = self._batches[shard] = (batches, starts, [None] * len(batches))
+            mapped = _open(self.shards[shard])
+            batches = _LazyBatches(mapped, mapped.table.to_batches())
+            starts = list(itertools.accumulate((b.num_rows for b in batches.raw), initial=0))
+            entry = self._batches[shard] = (batches, starts, [None] * len(batches.raw))
         starts = entry[1]
         if not 0 <= row < starts[-1]:
             raise TrainDataError(f"{self.shards[shard]}: row {row} outside its {starts[-1]} rows")
@@ -176,3 +178,21 @@ class ShardReader:
 
     def __getstate__(self):  # workers re-open their own memory maps
         return {"shards": self.shards, "_batches": {}}
+
+
+class _LazyBatches:
+    """A shard's record batches as SCHEMA rows, each resolved when first read: a shard that references a
+    frame table copies only the frames of the batches training touches."""
+
+    def __init__(self, mapped: MappedShard, raw: list):
+        self.mapped, self.raw = mapped, raw
+        self._resolved: list = [None] * len(raw)
+
+    def __getitem__(self, number: int):
+        batch = self._resolved[number]
+        if batch is None:
+            try:
+                batch = self._resolved[number] = self.mapped.resolve(self.raw[number])
+            except ShardSchemaError as err:
+                raise TrainDataError(str(err)) from None
+        return batch

@@ -27,7 +27,8 @@ def _load(path: Path) -> Manifest:
 
 
 def verify(manifest: ManifestArg) -> None:
-    """Check every shard of MANIFEST (present, size, sha256, rows, schema); exit 1 naming each bad shard."""
+    """Check every shard of MANIFEST (present, size, digest, rows, schema) and its frame table, if it has one;
+    exit 1 naming each bad file."""
     from omnivmed.data.manifest import verify_manifest
 
     manifest = manifest_file(manifest)
@@ -38,6 +39,10 @@ def verify(manifest: ManifestArg) -> None:
             console.print(f"[red]FAIL[/] {line}", highlight=False, soft_wrap=True)
         fail(f"{manifest}: {len(problems)} problem(s) in {len(loaded.shards)} shard{'' if len(loaded.shards) == 1 else 's'}")
     shards = f"{len(loaded.shards)} shard{'' if len(loaded.shards) == 1 else 's'}"
+    if loaded.frame_table:
+        files = len(loaded.frame_table)
+        frames = sum(f.frames for f in loaded.frame_table)
+        shards += f" and a frame table ({files} file{'' if files == 1 else 's'}, {frames:,} frames)"
     console.print(f"OK {manifest}: {shards}, {loaded.rows:,} rows, schema {loaded.schema_version}", highlight=False, soft_wrap=True)
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from enum import Enum
 from pathlib import Path
 from typing import Annotated, Optional
 
@@ -36,6 +37,11 @@ OptionOpt = Annotated[
     ),
 ]
 
+
+
+class FramesLayout(str, Enum):
+    per_shard = "per-shard"
+    shared = "shared"
 
 def _parse_options(pairs: list[str] | None) -> dict[str, str]:
     options = {}
@@ -102,6 +108,15 @@ def build(
     out: Annotated[Path, typer.Option("--out", help="Output folder for shards, manifest.json and rejects.jsonl.")],
     max_shard_mb: Annotated[int, typer.Option("--max-shard-mb", min=1, help="Roll over to a new shard past this size.")] = 512,
     force: Annotated[bool, typer.Option("--force", help="Rebuild even when an up-to-date build exists.")] = False,
+    frames: Annotated[
+        FramesLayout,
+        typer.Option(
+            "--frames",
+            help="per-shard: every shard self-contained (each distinct frame once per shard). shared: each distinct "
+            "frame once for the whole output, in frame-table/, which the splits' shards reference (an image in "
+            "train and test stored once).",
+        ),
+    ] = FramesLayout.per_shard,
     option: OptionOpt = None,
     progress: ProgressOpt = None,
     engine: EngineOpt = "local",
@@ -132,6 +147,7 @@ def build(
             require_rows=True,
             engine=engine,
             workers=workers,
+            shared_frames=frames is FramesLayout.shared,
         )
     except (LayoutError, OutputBusy, NotADirectoryError, EngineError) as err:
         fail(str(err), code=2)

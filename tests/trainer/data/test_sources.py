@@ -96,3 +96,29 @@ def test_a_folder_of_recipe_mixes_gives_each_stage_its_own(embedded_manifest, tm
     assert manifests_for_stage(folder / "stage1.manifest.json", 3) == [folder / "stage1.manifest.json"]
     with pytest.raises(TrainDataError, match=r"no manifest is for stage 2; found stage1.manifest.json \(stage 1\)"):
         manifests_for_stage(folder, 2)
+
+
+def test_shards_sharing_a_frame_table_train_like_self_contained_ones(tmp_path):
+    """A build written with ``shared_frames``: the same index and the same rows, frames resolved batch by batch."""
+    from support.samples import samples
+
+    from omnivmed.data.output import OutputWriter
+
+    items = samples(70, size=48) + samples(20, split="test", size=48)
+    paths = {}
+    for name, shared in (("per_shard", False), ("shared", True)):
+        with OutputWriter(tmp_path / name, shared_frames=shared) as writer:
+            for sample in items:
+                writer.write(sample)
+            writer.finish(Manifest(name=name))
+        paths[name] = tmp_path / name / "manifest.json"
+    assert Manifest.load(paths["shared"]).frame_table
+    a, b = load_index([paths["per_shard"]], "train"), load_index([paths["shared"]], "train")
+    assert len(a) == len(b) == 70 and list(a.source) == list(b.source)
+    ra, rb = ShardReader(a.shards), ShardReader(b.shards)
+    for i in (0, 63, 64, 69):  # both sides of a record batch's edge
+        row_a, row_b = ra.row(a.shard_of[i], a.row_of[i]), rb.row(b.shard_of[i], b.row_of[i])
+        assert (row_b.id, [bytes(f) for f in row_b.frames], row_b.conversations) == (
+            row_a.id, [bytes(f) for f in row_a.frames], row_a.conversations
+        )
+        assert rb.sample(b.shard_of[i], b.row_of[i]) == ra.sample(a.shard_of[i], a.row_of[i])

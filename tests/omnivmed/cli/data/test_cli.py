@@ -140,3 +140,27 @@ def test_windows_command_writes_captioning_inputs(tmp_path):
     table = read_caption_inputs(tmp_path / "win" / "windows.arrow")
     assert table.num_rows > 0 and set(table.column("video").to_pylist()) == {"1", "5"}
     assert run("windows", "vqa_rad", "--raw", raw, "--out", tmp_path / "w2").exit_code == 2
+
+
+def test_build_with_shared_frames_then_switching_back_rebuilds(tmp_path):
+    raw = make_vqa_rad_subset(tmp_path / "raw", 30)
+    out = tmp_path / "out"
+    shared = run("build", "vqa_rad", "--raw", raw, "--out", out, "--frames", "shared", "--no-progress")
+    assert shared.exit_code == 0, shared.output
+    manifest = Manifest.load(out / "manifest.json")
+    assert manifest.frame_table and (out / manifest.frame_table[0].path).is_file()
+    verified = run("verify", out / "manifest.json")
+    assert verified.exit_code == 0
+    assert f"and a frame table (1 file, {manifest.frame_table[0].frames:,} frames)" in verified.output
+    assert "up to date" in run("build", "vqa_rad", "--raw", raw, "--out", out, "--frames", "shared", "--no-progress").output
+    plain = run("build", "vqa_rad", "--raw", raw, "--out", out, "--no-progress")
+    assert plain.exit_code == 0 and "up to date" not in plain.output
+    assert Manifest.load(out / "manifest.json").frame_table == [] and not (out / "frame-table").exists()
+
+
+def test_build_refuses_an_unknown_frames_layout(tmp_path):
+    raw = make_vqa_rad_subset(tmp_path / "raw", 5)
+    result = run("build", "vqa_rad", "--raw", raw, "--out", tmp_path / "out", "--frames", "deduped")
+    words = " ".join(result.output.replace("│", " ").split())
+    assert result.exit_code == 2 and "'deduped' is not one of 'per-shard', 'shared'" in words
+    assert not (tmp_path / "out").exists()
