@@ -157,3 +157,17 @@ def test_combine_lists_the_parts_frame_tables(tmp_path):
     assert verify_manifest(tmp_path / "all.json") == []
     rows = [r for s in combined.shards for r in open_shard(tmp_path / s.path).to_pylist()]
     assert len(rows) == 23 + 3 and all(r["frames"] for r in rows)
+
+
+def test_a_crash_leaves_no_manifest_and_the_rerun_writes_it_whole(tmp_path):
+    items = samples(40, size=64)
+    with pytest.raises(RuntimeError):
+        with OutputWriter(tmp_path, shared_frames=True, max_shard_bytes=20_000) as writer:
+            for sample in items:
+                writer.write(sample)  # the table has rolled over: some of its files are complete
+            raise RuntimeError("crash mid-build")
+    assert list((tmp_path / FRAME_TABLE_DIR).glob("*.arrow")) and not (tmp_path / "manifest.json").exists()
+    assert not list(tmp_path.rglob("*.tmp"))
+    again = _write(tmp_path, items[:5], shared_frames=True)
+    assert sorted(p.name for p in (tmp_path / FRAME_TABLE_DIR).iterdir()) == ["frames-00000.arrow"]
+    assert verify_manifest(tmp_path / "manifest.json") == [] and _rows(tmp_path, again) == [s.to_row() for s in items[:5]]
