@@ -15,7 +15,7 @@ from typing import Iterator
 
 import pyarrow as pa
 
-from omnivmed.data.shards import MappedShard, ShardSchemaError, check_shard_schema
+from omnivmed.data.shards import ShardSchemaError, check_shard_schema, resolve_batch
 
 
 def stream_batches(path: Path) -> Iterator[pa.RecordBatch]:
@@ -29,9 +29,5 @@ def stream_batches(path: Path) -> Iterator[pa.RecordBatch]:
         except pa.ArrowInvalid as err:
             raise ShardSchemaError(f"{path}: not an Arrow IPC stream ({err})") from None
         frame_table = check_shard_schema(path, reader.schema)
-        if frame_table is None:
-            yield from reader
-            return
-        mapped = MappedShard(path, None, frame_table)
         for batch in reader:
-            yield mapped.resolve(batch)
+            yield resolve_batch(frame_table, batch, path)

@@ -37,6 +37,7 @@ from omnivmed.data.frame_table import (
     FRAME_TABLE_DIR,
     FRAME_TABLE_SCHEMA,
     REFERENCING_FINGERPRINT,
+    FrameTable,
     FrameTableError,
     is_referencing,
     open_frame_table,
@@ -333,15 +334,10 @@ class MappedShard:
 
     path: Path
     table: pa.Table
-    frame_table: object = None  # FrameTable, for a referencing shard
+    frame_table: FrameTable | None = None  # for a shard referencing one
 
     def resolve(self, batch: pa.RecordBatch) -> pa.RecordBatch:
-        if self.frame_table is None:
-            return batch
-        try:
-            return self.frame_table.resolve(batch, self.path)
-        except FrameTableError as err:
-            raise ShardSchemaError(str(err)) from None
+        return resolve_batch(self.frame_table, batch, self.path)
 
     def resolve_table(self, table: pa.Table) -> pa.Table:
         if self.frame_table is None:
@@ -349,7 +345,17 @@ class MappedShard:
         return pa.Table.from_batches([self.resolve(b) for b in table.to_batches()], schema=SCHEMA)
 
 
-def check_shard_schema(path: Path, schema: pa.Schema):
+def resolve_batch(frame_table: FrameTable | None, batch: pa.RecordBatch, path: Path) -> pa.RecordBatch:
+    """A record batch of the shard at ``path`` as SCHEMA rows (as it is, without a frame table)."""
+    if frame_table is None:
+        return batch
+    try:
+        return frame_table.resolve(batch, path)
+    except FrameTableError as err:
+        raise ShardSchemaError(str(err)) from None
+
+
+def check_shard_schema(path: Path, schema: pa.Schema) -> FrameTable | None:
     """The frame table a shard of ``schema`` references (None for a self-contained shard); ShardSchemaError
     for a schema that is neither this tool's nor its referencing form."""
     # Fast path: an exact schema match (C++ comparison) needs no fingerprint text.
