@@ -171,3 +171,17 @@ def test_a_crash_leaves_no_manifest_and_the_rerun_writes_it_whole(tmp_path):
     again = _write(tmp_path, items[:5], shared_frames=True)
     assert sorted(p.name for p in (tmp_path / FRAME_TABLE_DIR).iterdir()) == ["frames-00000.arrow"]
     assert verify_manifest(tmp_path / "manifest.json") == [] and _rows(tmp_path, again) == [s.to_row() for s in items[:5]]
+
+
+def test_the_documented_polars_join_gives_the_frames(tmp_path, monkeypatch):
+    """docs/data-format.md's snippet, run as written on a shared-frames output in ``out/``."""
+    shared = _write(tmp_path / "out", _overlapping_splits(), shared_frames=True)
+    doc = (Path(__file__).resolve().parents[2] / "docs" / "data-format.md").read_text()
+    snippet = next(code for code in (b.split("```")[0] for b in doc.split("```python\n")[1:]) if "frame_refs" in code)
+    monkeypatch.chdir(tmp_path)
+    scope: dict = {}
+    exec(snippet, scope)
+    test_shard = next(s for s in shared.shards if s.path == "test/test-00000.arrow")
+    expected = open_shard(tmp_path / "out" / test_shard.path).to_pylist()
+    assert scope["rows"]["frames"].to_list() == [r["frames"] for r in expected]
+    assert scope["rows"]["id"].to_list() == [r["id"] for r in expected]
