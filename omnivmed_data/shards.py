@@ -138,6 +138,9 @@ class _SplitStream:
 _NO_FRAMES = pa.schema([f for f in SCHEMA if f.name != "frames"])
 _FRAMES_AT = SCHEMA.get_field_index("frames")
 _ROW_OVERHEAD = 256  # bytes a row's labels and provenance take, roughly, besides its conversation
+# A shard referencing a frame table holds text only, so size alone would gather a million rows (as Python
+# objects, several GB) before rolling over: it also rolls over at this many rows.
+SHARED_SHARD_ROWS = 65_536
 
 
 class ShardWriter:
@@ -202,7 +205,7 @@ class ShardWriter:
         shard.rows.append(rest)
         shard.positions.append(positions)
         shard.size += _ROW_OVERHEAD + sum(len(t.get("content") or "") for t in row.get("conversations") or ())
-        if shard.size >= self.max_shard_bytes:
+        if shard.size >= self.max_shard_bytes or (self._table is not None and len(shard.rows) >= SHARED_SHARD_ROWS):
             self._finish_shard(stream)
 
     def close(self) -> list[ShardInfo]:

@@ -185,3 +185,14 @@ def test_the_documented_polars_join_gives_the_frames(tmp_path, monkeypatch):
     expected = open_shard(tmp_path / "out" / test_shard.path).to_pylist()
     assert scope["rows"]["frames"].to_list() == [r["frames"] for r in expected]
     assert scope["rows"]["id"].to_list() == [r["id"] for r in expected]
+
+
+def test_referencing_shards_also_roll_over_by_rows(tmp_path, monkeypatch):
+    """Rows without frames are small: a referencing shard is capped by rows too, or it gathers millions."""
+    from omnivmed.data import shards
+
+    monkeypatch.setattr(shards, "SHARED_SHARD_ROWS", 8)
+    items = samples(20)
+    shared = _write(tmp_path, items, shared_frames=True)
+    assert [s.rows for s in shared.shards] == [8, 8, 4]
+    assert _rows(tmp_path, shared) == [s.to_row() for s in items]
