@@ -23,6 +23,7 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
+import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
@@ -80,10 +81,23 @@ class FrameTable:
             if not table.schema.equals(FRAME_TABLE_SCHEMA, check_metadata=False):
                 raise FrameTableError(f"{file}: not a frame table (columns {table.schema.names})")
             chunks.extend(table.column("frame").chunks)
-        self.frames = pa.chunked_array(chunks, pa.binary())
+        self.chunks = chunks
+        self._starts = np.cumsum([0, *(len(c) for c in chunks)])  # the first position of every chunk, then the end
 
     def __len__(self) -> int:
-        return len(self.frames)
+        return int(self._starts[-1])
+
+    def take(self, positions: np.ndarray) -> pa.Array:
+        """The frames at ``positions`` (ascending), copied out of their chunks only.
+
+        Not ``ChunkedArray.take``: pyarrow 26 concatenates every chunk first, a copy of the whole table
+        for each batch."""
+        chunk_of = np.searchsorted(self._starts, positions, side="right") - 1
+        parts = []
+        for chunk in np.unique(chunk_of):
+            local = positions[chunk_of == chunk] - self._starts[chunk]
+            parts.append(self.chunks[chunk].take(pa.array(local, pa.int64())))
+        return pa.concat_arrays(parts) if parts else pa.array([], pa.binary())
 
     def resolve(self, batch: pa.RecordBatch, origin: Path | str) -> pa.RecordBatch:
         """``batch`` (referencing schema) with its refs replaced by ``frames`` (SCHEMA): a dictionary of
@@ -92,16 +106,15 @@ class FrameTable:
         flat = refs.flatten()
         offsets = pc.subtract(refs.offsets, refs.offsets[0]) if len(refs) else pa.array([0], pa.int32())
         if len(flat):
-            wanted = pc.unique(flat)
-            wanted = wanted.take(pc.sort_indices(wanted))  # ascending: the table is read in file order
-            lowest, highest = wanted[0].as_py(), wanted[-1].as_py()
-            if lowest < 0 or highest >= len(self.frames):
+            wanted = np.unique(flat.to_numpy())  # ascending: the table is read in file order
+            lowest, highest = int(wanted[0]), int(wanted[-1])
+            if lowest < 0 or highest >= len(self):
                 raise FrameTableError(
-                    f"{origin}: frame ref {highest if highest >= len(self.frames) else lowest} is outside "
-                    f"the {len(self.frames):,} frames of {self.folder}"
+                    f"{origin}: frame ref {highest if highest >= len(self) else lowest} is outside "
+                    f"the {len(self):,} frames of {self.folder}"
                 )
-            dictionary = self.frames.take(wanted).combine_chunks()
-            indices = pc.index_in(flat, value_set=wanted).cast(pa.int32())
+            dictionary = self.take(wanted)
+            indices = pa.array(np.searchsorted(wanted, flat.to_numpy()).astype(np.int32))
         else:
             dictionary, indices = pa.array([], pa.binary()), pa.array([], pa.int32())
         frames = pa.ListArray.from_arrays(offsets, pa.DictionaryArray.from_arrays(indices, dictionary))

@@ -196,3 +196,17 @@ def test_referencing_shards_also_roll_over_by_rows(tmp_path, monkeypatch):
     shared = _write(tmp_path, items, shared_frames=True)
     assert [s.rows for s in shared.shards] == [8, 8, 4]
     assert _rows(tmp_path, shared) == [s.to_row() for s in items]
+
+
+def test_take_reads_each_position_from_its_own_file_and_batch(tmp_path):
+    """Positions across record batches and files come back in order (the table is many small chunks)."""
+    import numpy as np
+
+    from omnivmed.data.frame_table import FrameTable
+
+    items = samples(40, size=64)
+    shared = _write(tmp_path, items, shared_frames=True, max_shard_bytes=20_000)
+    table = FrameTable(tmp_path / FRAME_TABLE_DIR)
+    assert len(shared.frame_table) > 2 and len(table) == 40
+    positions = np.array([0, 1, 7, 8, 20, 38, 39])
+    assert table.take(positions).to_pylist() == [items[i].frames[0] for i in positions]
