@@ -66,9 +66,9 @@ def frame_table_files(folder: Path) -> list[Path]:
 class FrameTable:
     """A table's files, memory-mapped (zero-copy), as one sequence of frames."""
 
-    def __init__(self, folder: Path):
+    def __init__(self, folder: Path, files: list[Path] | None = None):
         self.folder = Path(folder)
-        files = frame_table_files(self.folder)
+        files = frame_table_files(self.folder) if files is None else files
         if not files:
             raise FrameTableError(f"{self.folder}: no frame table (frames-*.arrow) for shards that reference one")
         chunks: list[pa.Array] = []
@@ -131,11 +131,11 @@ def open_frame_table(folder: Path) -> FrameTable:
     every shard of a build; each maps the same table)."""
     folder = Path(folder)
     files = frame_table_files(folder)
-    signature = tuple((f.name, f.stat().st_size, f.stat().st_mtime_ns, f.stat().st_ino) for f in files)
+    signature = tuple((f.name, st.st_size, st.st_mtime_ns, st.st_ino) for f in files for st in (f.stat(),))
     cached = _OPEN.get(folder)
     if cached is not None and cached[0] == signature:
         return cached[1]
-    table = FrameTable(folder)
+    table = FrameTable(folder, files)
     if len(_OPEN) >= 4:
         _OPEN.pop(next(iter(_OPEN)))
     _OPEN[folder] = (signature, table)

@@ -49,10 +49,10 @@ def find_sample(manifest_path: Path, key: str, *, question_id: bool = False, sou
     manifest_path = Path(manifest_path)
     manifest = Manifest.load(manifest_path)
     exact, prefixed = [], []
-    tables, mapped = {}, {}
+    mapped = {}
     for info in manifest.shards:
         mapped[info.path] = map_shard(shard_path(manifest_path, info))  # memory-mapped, zero-copy
-        table = tables[info.path] = mapped[info.path].table
+        table = mapped[info.path].table
         keep = None if source is None else pc.equal(table.column("source"), source)
         if question_id:
             rows = _question_rows(table, key)
@@ -62,6 +62,7 @@ def find_sample(manifest_path: Path, key: str, *, question_id: bool = False, sou
             if not rows and not exact:
                 prefixed += [(info.path, i) for i in pc.indices_nonzero(pc.starts_with(ids, key)).to_pylist()]
         exact += [(info.path, i) for i in rows if keep is None or keep[i].as_py()]
+    tables = {p: m.table for p, m in mapped.items()}
     hits = exact or [(p, i) for p, i in prefixed if source is None or tables[p].column("source")[i].as_py() == source]
     what = f"question id {key!r}" if question_id else f"id {key!r}"
     where = f"{manifest_path}" + (f" (source {source})" if source else "")

@@ -167,7 +167,7 @@ class ShardWriter:
         self._streams: dict[str, _SplitStream] = {}
         self._finished: list[ShardInfo] = []
         self._writing: Path | None = None
-        self._table = _FrameTableWriter(self, max_shard_bytes) if shared_frames else None
+        self._table = _FrameTableWriter(self.out_dir, self._write_file, max_shard_bytes) if shared_frames else None
         self._schema = referencing_schema() if shared_frames else SCHEMA
         self.frame_files: list[FrameFile] = []  # the frame table's files, once closed (shared_frames)
 
@@ -289,8 +289,9 @@ class _FrameTableWriter:
 
     BATCH_FRAMES = 64
 
-    def __init__(self, shards: ShardWriter, max_bytes: int):
-        self._shards = shards
+    def __init__(self, out_dir: Path, write_file, max_bytes: int):
+        self._out_dir = out_dir
+        self._write_file = write_file  # ShardWriter._write_file: atomic, hashed, removed on abort
         self._max_bytes = max_bytes
         self._index: dict[bytes, int] = {}
         self._pending: list[bytes] = []
@@ -315,14 +316,14 @@ class _FrameTableWriter:
     def _flush(self) -> None:
         if not self._pending:
             return
-        final = self._shards.out_dir / FRAME_TABLE_DIR / f"frames-{len(self._files):05d}.arrow"
+        final = self._out_dir / FRAME_TABLE_DIR / f"frames-{len(self._files):05d}.arrow"
         pending = self._pending
         batches = (
             pa.RecordBatch.from_arrays([pa.array(pending[i : i + self.BATCH_FRAMES], pa.binary())], schema=FRAME_TABLE_SCHEMA)
             for i in range(0, len(pending), self.BATCH_FRAMES)
         )
-        size, digest = self._shards._write_file(final, FRAME_TABLE_SCHEMA, batches)
-        self._files.append(FrameFile(final.relative_to(self._shards.out_dir).as_posix(), len(pending), size, digest))
+        size, digest = self._write_file(final, FRAME_TABLE_SCHEMA, batches)
+        self._files.append(FrameFile(final.relative_to(self._out_dir).as_posix(), len(pending), size, digest))
         self._pending, self._pending_bytes = [], 0
 
 

@@ -38,10 +38,10 @@ OptionOpt = Annotated[
 ]
 
 
-
 class FramesLayout(str, Enum):
     per_shard = "per-shard"
     shared = "shared"
+
 
 def _parse_options(pairs: list[str] | None) -> dict[str, str]:
     options = {}
